@@ -1,0 +1,217 @@
+"""LLaDA 1.x configuration (LLaDA-8B-Base, LLaDA-8B-Instruct, LLaDA-1.5)."""
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+
+# Keys the released `config.json` always carries and whose absence would silently change the architecture: the
+# released config class falls back to OLMo's defaults (weight tying on, vocab 50257, rope_theta 10000, ...).
+ARCHITECTURE_KEYS = (
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "vocab_size",
+    "embedding_size",
+    "weight_tying",
+    "rope_theta",
+    "block_type",
+    "layer_norm_type",
+    "activation_type",
+)
+
+# (option, value this implementation computes, what the released checkpoints use)
+_SUPPORTED_VALUES = (
+    ("alibi", False),
+    ("rope", True),
+    ("block_type", "llama"),
+    ("layer_norm_type", "rms"),
+    ("activation_type", "silu"),
+    ("include_bias", False),
+    ("include_qkv_bias", False),
+    ("attention_layer_norm", False),
+    ("input_emb_norm", False),
+    ("scale_logits", False),
+    ("block_group_size", 1),
+    ("layer_norm_with_affine", True),
+)
+
+
+class LLaDAConfig(PreTrainedConfig):
+    r"""
+    Configuration of a LLaDA 1.x masked-diffusion model. It reads and writes the released `config.json` unchanged
+    (OLMo-style names such as `d_model`, `n_layers`, `mlp_hidden_size`, `weight_tying`) and also answers to the
+    standard transformers names (`hidden_size`, `num_hidden_layers`, `intermediate_size`, `tie_word_embeddings`,
+    `rope_parameters`, ...). Defaults describe LLaDA-8B.
+
+    Options the released code supports but the released checkpoints do not use (ALiBi, other block types or norms,
+    biases, ...) raise a `ValueError` instead of silently computing something else.
+
+    Example:
+
+    ```python
+    >>> from llada_hf import LLaDAConfig, LLaDAModelLM
+    >>> config = LLaDAConfig(d_model=256, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=512)
+    >>> model = LLaDAModelLM(config)
+    ```
+    """
+
+    model_type = "llada"
+    keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "n_heads",
+        "num_hidden_layers": "n_layers",
+        "intermediate_size": "mlp_hidden_size",
+        "max_position_embeddings": "max_sequence_length",
+        "tie_word_embeddings": "weight_tying",
+    }
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.gate_proj": "colwise",
+        "layers.*.mlp.up_proj": "colwise",
+        "layers.*.mlp.down_proj": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
+
+    # Architecture (LLaDA-8B values)
+    d_model: int = 4096
+    n_heads: int = 32
+    n_kv_heads: int | None = 32
+    multi_query_attention: bool | None = None
+    n_layers: int = 32
+    mlp_hidden_size: int | None = 12288
+    mlp_ratio: int = 4
+    vocab_size: int = 126464
+    embedding_size: int | None = 126464
+    max_sequence_length: int = 4096
+    weight_tying: bool = False
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 500000.0
+    rope_full_precision: bool = True
+    activation_type: str = "silu"
+    block_type: str = "llama"
+    layer_norm_type: str = "rms"
+    layer_norm_with_affine: bool = True
+    bias_for_layer_norm: bool | None = None
+    attention_layer_norm: bool = False
+    attention_layer_norm_with_affine: bool = True
+    include_bias: bool = False
+    include_qkv_bias: bool = False
+    alibi: bool = False
+    alibi_bias_max: float = 8.0
+    rope: bool = True
+    input_emb_norm: bool = False
+    scale_logits: bool = False
+    block_group_size: int = 1
+    clip_qkv: float | None = None
+    flash_attention: bool = False
+
+    # Regularisation (the released checkpoints were trained without dropout)
+    attention_dropout: float = 0.0
+    residual_dropout: float = 0.0
+    embedding_dropout: float = 0.0
+
+    # Initialisation (used by `_init_weights` for models built from scratch)
+    init_std: float = 0.02
+    init_fn: str = "mitchell"
+    init_device: str | None = None
+    init_cutoff_factor: float | None = None
+    precision: str | None = None
+
+    # Tokens and runtime
+    mask_token_id: int | None = 126336
+    eos_token_id: int | list[int] | None = 126081
+    pad_token_id: int | None = 126081
+    use_cache: bool = False
+
+    def __post_init__(self, **kwargs):
+        if self.mlp_hidden_size is None:
+            self.mlp_hidden_size = self.mlp_ratio * self.d_model
+        super().__post_init__(**kwargs)
+        self._reject_unsupported(kwargs)
+
+    def _reject_unsupported(self, extra_kwargs: dict[str, Any]) -> None:
+        architectures = self.architectures or []
+        if any("moe" in name.lower() for name in architectures) or "moe_num_experts" in extra_kwargs:
+            raise ValueError(
+                f"This config describes a LLaDA-MoE model (architectures={architectures}), which shares "
+                "model_type 'llada' with LLaDA 1.x but is a different architecture; llada_hf does not support it yet."
+            )
+        for option, supported in _SUPPORTED_VALUES:
+            value = getattr(self, option)
+            if value != supported:
+                raise ValueError(
+                    f"LLaDAConfig: `{option}={value!r}` is not implemented (only {supported!r}, as in the released "
+                    "LLaDA checkpoints)."
+                )
+        if self.clip_qkv is not None:
+            raise ValueError(f"LLaDAConfig: `clip_qkv={self.clip_qkv}` is not implemented (only None).")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"`d_model` ({self.d_model}) must be a multiple of `n_heads` ({self.n_heads}).")
+        if self.n_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"`n_heads` ({self.n_heads}) must be a multiple of the number of key/value heads "
+                f"({self.num_key_value_heads})."
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """Loads a saved config; a released-format file that lacks an architecture key is refused."""
+        if config_dict.get("model_type") == cls.model_type:
+            missing = [key for key in ARCHITECTURE_KEYS if key not in config_dict]
+            if missing:
+                raise ValueError(
+                    f"LLaDA config.json is missing {missing}: the released code would fall back to OLMo defaults "
+                    "for these, so they must be stated explicitly."
+                )
+        return super().from_dict(config_dict, **kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        # transformers < 4.56 (which the released remote code pins) reads the weights' dtype from `torch_dtype`.
+        if output.get("dtype") is not None:
+            output["torch_dtype"] = output["dtype"]
+        return output
+
+    @property
+    def num_key_value_heads(self) -> int:
+        if self.multi_query_attention:
+            return 1
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @num_key_value_heads.setter
+    def num_key_value_heads(self, value: int) -> None:
+        self.n_kv_heads = value
+        self.multi_query_attention = None
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding / columns of the logits (`embedding_size`, which may pad `vocab_size`)."""
+        return self.embedding_size or self.vocab_size
+
+    @property
+    def rope_parameters(self) -> dict[str, Any]:
+        return {"rope_type": "default", "rope_theta": self.rope_theta}
+
+    @rope_parameters.setter
+    def rope_parameters(self, value: dict[str, Any] | None) -> None:
+        if not value:
+            return
+        if value.get("rope_type", "default") != "default":
+            raise ValueError(f"LLaDA uses plain RoPE; rope_type={value.get('rope_type')!r} is not implemented.")
+        self.rope_theta = value.get("rope_theta", self.rope_theta)
+
+
+__all__ = ["LLaDAConfig"]

@@ -1,0 +1,234 @@
+"""Building blocks shared by the LLaDA 1.x and LLaDA2.0 model files.
+
+Both families are pre-norm transformers with RMSNorm, rotate-half RoPE and *bidirectional* attention, and both keep
+the released checkpoints' float32 islands (norms, RoPE). What differs between them (fused QKV, q/k norms, partial
+RoPE, MoE) stays in each family's modeling file; everything with the same logic lives here once.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.integrations.sdpa_attention import repeat_kv
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import ModelOutput
+
+
+class DiffusionRMSNorm(nn.Module):
+    """RMSNorm computed in float32 and cast back before the weight, as both released families do."""
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        input_dtype = hidden_states.dtype
+        hidden_states = hidden_states.to(torch.float32)
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, eps={self.variance_epsilon}"
+
+
+class DiffusionRotaryEmbedding(nn.Module):
+    """Rotate-half RoPE tables over the first `dim` channels of a head, always computed in float32.
+
+    Returns `(cos, sin)` of shape `[batch, seq, dim]` in float32; the attention decides in which dtype to rotate
+    (see `apply_rotary_pos_emb`).
+    """
+
+    inv_freq: torch.Tensor
+
+    def __init__(self, dim: int, base: float, device=None):
+        super().__init__()
+        self.dim = dim
+        self.base = base
+        self.register_buffer("inv_freq", self.compute_inv_freq(device), persistent=False)
+
+    def compute_inv_freq(self, device=None) -> torch.Tensor:
+        exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float() / self.dim
+        return 1.0 / (self.base**exponents)
+
+    @torch.no_grad()
+    def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.inv_freq.float().to(position_ids.device)
+        device_type = position_ids.device.type if position_ids.device.type != "mps" else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            freqs = position_ids[..., None].float() * inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            return emb.cos(), emb.sin()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rotary_pos_emb(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rotate_in_float32: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotates the first `cos.shape[-1]` channels of `query`/`key` (`[batch, heads, seq, head_dim]`).
+
+    `rotate_in_float32=True` casts q/k to float32 for the rotation and back (LLaDA 1.x, `rope_full_precision`);
+    otherwise the float32 tables are cast to the activations' dtype (LLaDA2.0).
+    """
+    rotary_dim = cos.shape[-1]
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+
+    def rotate(states: torch.Tensor) -> torch.Tensor:
+        rot, passthrough = states[..., :rotary_dim], states[..., rotary_dim:]
+        if rotate_in_float32:
+            rot = rot.float()
+            rotated = (rot * cos + rotate_half(rot) * sin).to(states.dtype)
+        else:
+            rotated = rot * cos.to(states.dtype) + rotate_half(rot) * sin.to(states.dtype)
+        return torch.cat((rotated, passthrough), dim=-1) if passthrough.shape[-1] else rotated
+
+    return rotate(query), rotate(key)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain attention with an additive mask; the softmax runs in `module.softmax_dtype` (None: the input dtype)."""
+    key_states = repeat_kv(key, module.num_key_value_groups)
+    value_states = repeat_kv(value, module.num_key_value_groups)
+
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask[:, :, :, : key_states.shape[-2]]
+
+    softmax_dtype = getattr(module, "softmax_dtype", None) or query.dtype
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=softmax_dtype).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value_states)
+    return attn_output.transpose(1, 2).contiguous(), attn_weights
+
+
+def prepare_attention_mask(
+    config,
+    inputs_embeds: torch.Tensor,
+    attention_mask: "torch.Tensor | BlockMask | None",
+    cache: Cache | None = None,
+):
+    """Turns what a user passes into what the configured attention kernel expects.
+
+    - `None` or a 2-D `[batch, kv_len]` 0/1 padding mask: bidirectional attention over the non-pad keys (padded
+      queries still see every real key, so no row is ever fully masked).
+    - A 4-D `[batch, 1, q_len, kv_len]` mask, either bool (True = may attend) or additive float (0 / large
+      negative): used as given. This is how block-causal and per-document masks come in.
+    - A flex-attention `BlockMask`: used as given.
+    """
+    if isinstance(attention_mask, BlockMask):
+        return attention_mask
+    if attention_mask is None or attention_mask.dim() == 2:
+        return create_bidirectional_mask(
+            config=config, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache
+        )
+    if attention_mask.dim() != 4:
+        raise ValueError(
+            f"`attention_mask` must be 2-D [batch, seq] (padding) or 4-D [batch, 1, q_len, kv_len], got shape "
+            f"{tuple(attention_mask.shape)}."
+        )
+    implementation = config._attn_implementation
+    if "flash" in implementation:
+        raise ValueError(
+            f"A 4-D `attention_mask` cannot be used with attn_implementation={implementation!r}, which only takes "
+            "padding masks; load the model with attn_implementation='sdpa', 'flex_attention' or 'eager'."
+        )
+    if attention_mask.dtype != torch.bool:
+        if not attention_mask.is_floating_point():
+            raise TypeError(
+                f"A 4-D `attention_mask` must be bool (True = may attend) or an additive float mask, got "
+                f"{attention_mask.dtype}."
+            )
+        if bool((attention_mask == 1).any()):
+            raise ValueError(
+                "A 4-D float `attention_mask` is read as additive (0 = attend, large negative = blocked), but this "
+                "one holds 1s, so it looks like a 0/1 mask: pass it as bool (`mask.bool()`) instead."
+            )
+    if implementation == "flex_attention":
+        return _to_block_mask(attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0)
+    if attention_mask.dtype != torch.bool:
+        return attention_mask.to(inputs_embeds.dtype)
+    if implementation == "sdpa":
+        return attention_mask
+    zero = torch.zeros((), dtype=inputs_embeds.dtype, device=attention_mask.device)
+    return torch.where(attention_mask, zero, torch.finfo(inputs_embeds.dtype).min)
+
+
+def _to_block_mask(allowed: torch.Tensor) -> BlockMask:
+    """A dense 4-D bool mask as a flex-attention `BlockMask` (flex cannot take dense masks reliably)."""
+    batch, _, q_len, kv_len = allowed.shape
+    allowed = allowed[:, 0].contiguous()
+
+    def mask_mod(batch_idx, head_idx, q_idx, kv_idx):
+        return allowed[batch_idx, q_idx, kv_idx]
+
+    return create_block_mask(mask_mod, batch, None, q_len, kv_len, device=allowed.device)
+
+
+def default_position_ids(inputs_embeds: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+    """Absolute positions `past_len .. past_len + seq - 1`; left pads count as positions, as in the released code."""
+    past_length = cache.get_seq_length() if cache is not None else 0
+    positions = torch.arange(inputs_embeds.shape[1], device=inputs_embeds.device) + past_length
+    return positions.unsqueeze(0).expand(inputs_embeds.shape[0], -1)
+
+
+@dataclass
+class DiffusionModelOutput(ModelOutput):
+    """Backbone output: final hidden states, the cache when one is used, optional per-layer states."""
+
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    router_logits: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class DiffusionLMOutput(ModelOutput):
+    """LM output. `logits[:, i]` predicts token `i` itself (no shift): the masked-diffusion convention."""
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: Cache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    router_logits: tuple[torch.FloatTensor, ...] | None = None
+
+
+class DiffusionPreTrainedModel(PreTrainedModel):
+    """What both families' `PreTrainedModel` classes share: attention back-ends, checkpointing and initialisation."""
+
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, DiffusionRotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq(module.inv_freq.device))
