@@ -23,3 +23,11 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def fresh_compiler_state():
+    """torch 2.13's CPU inductor can fail to build a masked flex-attention kernel after an unmasked one was compiled
+    in the same process, so no test inherits another's compiled kernels."""
+    yield
+    torch._dynamo.reset()

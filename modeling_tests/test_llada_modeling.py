@@ -159,7 +159,7 @@ def test_attention_implementations_agree(fixtures_dir, implementation):
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
     block_causal = (torch.arange(16)[:, None] // 4 >= torch.arange(16)[None, :] // 4)[None, None].expand(2, 1, 16, 16)
-    # flex_attention on CPU runs only without grad, and torch 2.13's CPU inductor fails to recompile a masked
+    # flex_attention on CPU runs only without grad, and torch 2.13's CPU inductor can fail to recompile a masked
     # kernel after an unmasked one, so the masked cases go first.
     with torch.no_grad():
         for attention_mask in (block_causal, mask, None):
@@ -238,7 +238,7 @@ def test_gradient_checkpointing_gives_same_gradients():
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert model.model.layers[0].gradient_checkpointing
     checkpointed = grads()
     for name in plain:

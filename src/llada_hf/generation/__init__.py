@@ -1,0 +1,29 @@
+"""Masked-diffusion generation: configuration, block schedules, transfer policies, cache strategies and the mixin."""
+
+from .caches import BlockCache, BlockKVCache, DiffusionCacheStrategy
+from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
+from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy
+from .schedules import AbsoluteBlockSchedule, Block, BlockSchedule, DiffusionCanvas, PromptBlockSchedule
+from .utils import DIFFUSION_FAMILIES, DiffusionFamily, DiffusionGenerationMixin, DiffusionGenerationOutput
+
+
+__all__ = [
+    "AbsoluteBlockSchedule",
+    "Block",
+    "BlockCache",
+    "BlockKVCache",
+    "BlockSchedule",
+    "DIFFUSION_FAMILIES",
+    "DiffusionCacheStrategy",
+    "DiffusionCanvas",
+    "DiffusionFamily",
+    "DiffusionGenerationConfig",
+    "DiffusionGenerationMixin",
+    "DiffusionGenerationOutput",
+    "LLaDA2GenerationConfig",
+    "LLaDA2TransferPolicy",
+    "LLaDAGenerationConfig",
+    "LLaDATransferPolicy",
+    "PromptBlockSchedule",
+    "TransferPolicy",
+]
