@@ -442,7 +442,7 @@ def test_bad_arguments_raise(model, kwargs, error, match):
 
 def test_bad_inputs_raise(model):
     right_padded = torch.tensor([[5, 6, EOS], [5, 6, 7]])
-    with pytest.raises(ValueError, match="Right padding"):
+    with pytest.raises(ValueError, match="Only left padding"):
         model.generate(right_padded, attention_mask=torch.tensor([[1, 1, 0], [1, 1, 1]]), max_new_tokens=4)
     model.generation_config.mask_token_id, model.config.mask_token_id = None, None
     try:

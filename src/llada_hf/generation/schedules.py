@@ -78,8 +78,8 @@ def prompt_lengths(input_ids: torch.LongTensor, attention_mask: torch.Tensor | N
     # Left padding: once a row's real tokens start, they run to the end.
     if not bool((real.long().diff(dim=1) >= 0).all()):
         raise ValueError(
-            "Right padding is not supported: the answer canvas follows the prompt, so pad on the left "
-            "(`tokenizer.padding_side = 'left'`)."
+            "Only left padding is supported (this `attention_mask` has padding after real tokens): the answer canvas "
+            "follows the prompt, so pad on the left (`tokenizer.padding_side = 'left'`)."
         )
     return real.sum(dim=1)
 
@@ -93,6 +93,11 @@ class BlockSchedule:
     def __init__(self, block_length: int, steps: int | None):
         self.block_length = block_length
         self.steps = steps
+
+    @classmethod
+    def from_config(cls, config) -> "BlockSchedule":
+        """The schedule a [`DiffusionGenerationConfig`] describes."""
+        return cls(config.block_length, config.steps)
 
     def build(
         self,
@@ -226,6 +231,10 @@ class AbsoluteBlockSchedule(BlockSchedule):
     def __init__(self, block_length: int, steps: int, minimal_topk: int = 1):
         super().__init__(block_length, steps)
         self.minimal_topk = minimal_topk
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.block_length, config.steps, minimal_topk=config.minimal_topk)
 
     def build(self, input_ids, attention_mask, answer_length, exact_length, mask_token_id, fill_token_id, max_length):
         batch_size, prompt_length = input_ids.shape

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput, logging
 from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
 from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy, suppress_tokens
-from .schedules import BLOCK_SCHEDULES, AbsoluteBlockSchedule, BlockSchedule, DiffusionCanvas
+from .schedules import BLOCK_SCHEDULES, BlockSchedule, DiffusionCanvas
 
 
 logger = logging.get_logger(__name__)
@@ -167,7 +167,7 @@ class DiffusionGenerationMixin(GenerationMixin):
 
         # 1. The three pieces: where the canvas sits and how it is cut (schedule), what each step commits (policy),
         # what each step recomputes (cache).
-        schedule = self._diffusion_schedule(config)
+        schedule = BLOCK_SCHEDULES[config.block_schedule].from_config(config)
         canvas = schedule.build(
             input_ids,
             attention_mask,
@@ -270,14 +270,13 @@ class DiffusionGenerationMixin(GenerationMixin):
     # Preparation
     # ----------------------------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _diffusion_input_ids(inputs: torch.LongTensor | None, kwargs: dict) -> torch.LongTensor:
+    def _diffusion_input_ids(self, inputs: torch.LongTensor | None, kwargs: dict) -> torch.LongTensor:
         input_ids = kwargs.pop("input_ids", None)
         if inputs is not None and input_ids is not None:
             raise ValueError("Pass the prompt either as `inputs` or as `input_ids`, not both.")
         input_ids = inputs if inputs is not None else input_ids
         if input_ids is None:  # empty prompt (e.g. from a pipeline)
-            return torch.empty((1, 0), dtype=torch.long)
+            return torch.empty((1, 0), dtype=torch.long, device=self.device)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
             raise TypeError("`input_ids` must be an integer tensor of shape [batch_size, prompt_length].")
         return input_ids
@@ -333,12 +332,6 @@ class DiffusionGenerationMixin(GenerationMixin):
                 f"{expected_schedule!r}."
             )
         return config, exact_length
-
-    def _diffusion_schedule(self, config: DiffusionGenerationConfig) -> BlockSchedule:
-        schedule_class = BLOCK_SCHEDULES[config.block_schedule]
-        if schedule_class is AbsoluteBlockSchedule:
-            return schedule_class(config.block_length, config.steps, minimal_topk=config.minimal_topk)
-        return schedule_class(config.block_length, config.steps)
 
     @staticmethod
     def _diffusion_cache(config: DiffusionGenerationConfig, schedule: BlockSchedule) -> DiffusionCacheStrategy:
