@@ -107,6 +107,18 @@ def test_auto_classes_load_released_checkpoint(fixtures_dir, auto_class):
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()  # weight_tying: false
 
 
+def test_released_auto_map_needs_no_remote_code(fixtures_dir, released_dir):
+    """Hub checkpoints carry the released `auto_map`; with llada_hf imported, our classes load them, no remote code."""
+    released_8b = json.loads((fixtures_dir / "llada-8b-instruct.config.json").read_text())
+    config = json.loads((released_dir / "config.json").read_text())
+    config["auto_map"] = released_8b["auto_map"]
+    (released_dir / "config.json").write_text(json.dumps(config))
+    assert not list(released_dir.glob("*.py"))
+    model = AutoModelForCausalLM.from_pretrained(released_dir)
+    assert type(model) is LLaDAModelLM
+    assert type(AutoConfig.from_pretrained(released_dir)) is LLaDAConfig
+
+
 def test_save_load_round_trip_writes_released_format(fixtures_dir, tmp_path):
     model = AutoModel.from_pretrained(fixtures_dir / TINY)
     model.save_pretrained(tmp_path)

@@ -181,6 +181,15 @@ class LLaDAConfig(PreTrainedConfig):
             output["torch_dtype"] = output["dtype"]
         return output
 
+    # The released files carry `torch_dtype`, so reading it back (as `to_diff_dict` does) is not a deprecated use.
+    @property
+    def torch_dtype(self):
+        return self.dtype
+
+    @torch_dtype.setter
+    def torch_dtype(self, value):
+        self.dtype = value
+
     @property
     def num_key_value_heads(self) -> int:
         if self.multi_query_attention:
