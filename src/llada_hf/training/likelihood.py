@@ -9,32 +9,30 @@ unbiased for
     ELBO = - sum over non-empty subsets S of the answer positions of
                sum_{j in S} -log p(answer_j | prompt, answer with S masked) / (|S| * C(L, |S|))
 
-which lower-bounds `log p(answer | prompt)`.
+which lower-bounds `log p(answer | prompt)`. The attention is bidirectional over the whole row (LLaDA 1.x).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-
-IGNORE_INDEX = -100
+from .loss import IGNORE_INDEX, masked_diffusion_loss
 
 
 @dataclass
 class ELBOBatch:
     """Noised rows `[prompt | answer | padding]` ready for one forward pass.
 
-    `labels` holds the clean token at masked positions and -100 elsewhere; `mask_ratio` is each row's `l / L`;
+    `labels` holds the clean token at masked positions and -100 elsewhere; `p_mask` is each row's mask ratio `l / L`;
     `prompt_mask` marks prompt positions (what classifier-free guidance masks in its unconditional copy).
     """
 
     input_ids: torch.LongTensor
     attention_mask: torch.LongTensor
     labels: torch.LongTensor
-    mask_ratio: torch.Tensor
+    p_mask: torch.Tensor
     prompt_mask: torch.BoolTensor
 
     def to(self, device) -> "ELBOBatch":
@@ -45,7 +43,9 @@ def stratified_mask_counts(answer_length: int, num_draws: int, generator: torch.
     """Masked-token counts in `1..answer_length` for a group of draws: one uniform random offset, then evenly spaced.
 
     Each count is uniform on `1..answer_length` by itself (so the estimate stays unbiased); together they cover the
-    range evenly, which is what lowers the variance.
+    range evenly, which is what lowers the variance. The official script rounds `offset + i * L / n` with
+    round-half-to-even, which makes a draw whose spacing ends in .5 land on even counts only (e.g. `n = 2L`); the
+    spacing is rounded here before the offset is added, so every draw stays uniform.
     """
     if answer_length < 1:
         raise ValueError(f"`answer_length` must be at least 1, got {answer_length}.")
@@ -56,56 +56,57 @@ def stratified_mask_counts(answer_length: int, num_draws: int, generator: torch.
     return (offset + spacing) % answer_length + 1
 
 
-def mask_answers(
-    prompt_lengths: torch.LongTensor,
-    answer_lengths: torch.LongTensor,
-    mask_counts: torch.LongTensor,
-    width: int,
+def draw_answer_masks(
+    prompt_length: int,
+    answer_length: int,
+    num_draws: int,
+    group_size: int,
     generator: torch.Generator | None = None,
 ) -> torch.BoolTensor:
-    """For each row, `mask_counts[r]` of the answer positions `[prompt_len, prompt_len + answer_len)`, drawn uniformly
-    without replacement; prompt and padding positions are never selected."""
-    positions = torch.arange(width)
-    in_answer = (positions >= prompt_lengths[:, None]) & (positions < (prompt_lengths + answer_lengths)[:, None])
-    scores = torch.rand(len(prompt_lengths), width, generator=generator).masked_fill(~in_answer, 2.0)
-    ranks = scores.argsort(dim=-1).argsort(dim=-1)
-    return ranks < mask_counts[:, None]
+    """`[num_draws, prompt_length + answer_length]` masks of one `(prompt, answer)` pair: the prompt is never masked,
+    each draw masks its count of answer positions uniformly at random, and the counts of every `group_size`
+    consecutive draws are stratified (`stratified_mask_counts`)."""
+    counts = torch.cat(
+        [
+            stratified_mask_counts(answer_length, min(group_size, num_draws - start), generator)
+            for start in range(0, num_draws, group_size)
+        ]
+    )
+    scores = torch.rand(num_draws, answer_length, generator=generator)
+    answer_masks = scores.argsort(dim=-1).argsort(dim=-1) < counts[:, None]
+    return torch.cat([torch.zeros(num_draws, prompt_length, dtype=torch.bool), answer_masks], dim=1)
 
 
 def build_elbo_batch(
-    prompts: Sequence[Sequence[int]],
-    answers: Sequence[Sequence[int]],
-    mask_counts: torch.LongTensor,
+    sequences: Sequence[Sequence[int]],
+    prompt_lengths: Sequence[int],
+    masks: Sequence[torch.BoolTensor],
     mask_token_id: int,
     pad_token_id: int,
-    generator: torch.Generator | None = None,
 ) -> ELBOBatch:
-    """Right-padded rows `prompt + answer` with `mask_counts[r]` answer tokens of row `r` replaced by the mask token."""
-    prompt_lengths = torch.tensor([len(prompt) for prompt in prompts])
-    answer_lengths = torch.tensor([len(answer) for answer in answers])
-    width = int((prompt_lengths + answer_lengths).max())
-    clean = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, (prompt, answer) in enumerate(zip(prompts, answers)):
-        sequence = torch.as_tensor([*prompt, *answer], dtype=torch.long)
-        clean[row, : len(sequence)] = sequence
+    """Right-pads `prompt + answer` rows and replaces the positions of each row's mask by the mask token."""
+    width = max(len(sequence) for sequence in sequences)
+    clean = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    masked = torch.zeros((len(sequences), width), dtype=torch.bool)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, (sequence, mask) in enumerate(zip(sequences, masks)):
+        clean[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        masked[row, : len(sequence)] = mask
         attention_mask[row, : len(sequence)] = 1
-
-    masked = mask_answers(prompt_lengths, answer_lengths, mask_counts, width, generator)
+    prompt_lengths = torch.as_tensor(prompt_lengths)
+    answer_lengths = attention_mask.sum(dim=1) - prompt_lengths
     return ELBOBatch(
         input_ids=clean.masked_fill(masked, mask_token_id),
         attention_mask=attention_mask,
         labels=clean.masked_fill(~masked, IGNORE_INDEX),
-        mask_ratio=mask_counts / answer_lengths,
+        p_mask=masked.sum(dim=1) / answer_lengths,
         prompt_mask=torch.arange(width) < prompt_lengths[:, None],
     )
 
 
-def masked_logits(
-    model, batch: ELBOBatch, mask_token_id: int, cfg_scale: float = 0.0
-) -> torch.Tensor:
-    """Logits of the model on the noised rows; with `cfg_scale > 0`, guided as `un + (w + 1) * (cond - un)`, where the
-    unconditional copy has its prompt masked too (official CFG)."""
+def denoiser_logits(model, batch: ELBOBatch, mask_token_id: int, cfg_scale: float = 0.0) -> torch.Tensor:
+    """The model's logits on the noised rows; with `cfg_scale > 0`, guided as `un + (w + 1) * (cond - un)`, where
+    the unconditional copy has its prompt masked too (official CFG)."""
     if cfg_scale == 0.0:
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     unconditional = batch.input_ids.masked_fill(batch.prompt_mask, mask_token_id)
@@ -117,12 +118,9 @@ def masked_logits(
     return unconditional + (cfg_scale + 1) * (conditional - unconditional)
 
 
-def weighted_masked_nll(logits: torch.Tensor, labels: torch.LongTensor, mask_ratio: torch.Tensor) -> torch.Tensor:
+def negative_elbo_terms(logits: torch.Tensor, batch: ELBOBatch) -> torch.Tensor:
     """Per row: the masked tokens' summed cross-entropy divided by the row's mask ratio (one draw of `-ELBO`)."""
-    token_nll = F.cross_entropy(
-        logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    return token_nll.sum(dim=-1) / mask_ratio.to(token_nll.dtype)
+    return masked_diffusion_loss(logits, batch.labels, batch.p_mask, loss_normalizer=1.0, reduction="none")
 
 
 def resolve_mask_token_id(model, mask_token_id: int | None) -> int:
@@ -156,7 +154,7 @@ def estimate_log_likelihood(
         model: a masked-diffusion LM whose forward takes `input_ids` and a 2-D padding `attention_mask`.
         prompts, answers: token ids (lists or 1-D tensors), one prompt per answer; prompts may be empty, answers not.
         mc_num: draws per pair (the official default is 128). A one-token answer has a single possible draw, so it
-            is scored exactly with one forward pass.
+            is scored exactly with one forward row.
         batch_size: rows per forward pass. Each pair's draws are grouped by `batch_size` and the masked-token
             counts of a group are spread evenly over `1..len(answer)`; rows of several pairs share a forward when
             they fit (right-padded, padding keys masked).
@@ -182,31 +180,35 @@ def estimate_log_likelihood(
     pad_token_id = model.config.pad_token_id if model.config.pad_token_id is not None else mask_token_id
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
-    rows = []  # (pair index, masked-token count)
-    for pair, answer in enumerate(answers):
+    rows = []  # (pair index, mask)
+    for pair, (prompt, answer) in enumerate(zip(prompts, answers)):
         num_draws = mc_num if len(answer) > 1 else 1
-        for start in range(0, num_draws, batch_size):
-            counts = stratified_mask_counts(len(answer), min(batch_size, num_draws - start), generator)
-            rows.extend((pair, int(count)) for count in counts)
+        masks = draw_answer_masks(len(prompt), len(answer), num_draws, batch_size, generator)
+        rows.extend((pair, mask) for mask in masks)
 
     totals = torch.zeros(len(answers), dtype=torch.float64)
     draws = torch.zeros(len(answers), dtype=torch.float64)
     for start in tqdm(range(0, len(rows), batch_size), desc="ELBO", disable=not progress_bar):
-        pairs, counts = zip(*rows[start : start + batch_size])
+        pairs, masks = zip(*rows[start : start + batch_size])
         batch = build_elbo_batch(
-            [prompts[pair] for pair in pairs],
-            [answers[pair] for pair in pairs],
-            torch.tensor(counts),
+            [prompts[pair] + answers[pair] for pair in pairs],
+            [len(prompts[pair]) for pair in pairs],
+            masks,
             mask_token_id,
             pad_token_id,
-            generator,
         ).to(model.device)
-        logits = masked_logits(model, batch, mask_token_id, cfg_scale)
-        nll = weighted_masked_nll(logits, batch.labels, batch.mask_ratio).double().cpu()
+        logits = denoiser_logits(model, batch, mask_token_id, cfg_scale)
+        nll = negative_elbo_terms(logits, batch).double().cpu()
         pairs = torch.tensor(pairs)
         totals.index_add_(0, pairs, nll)
         draws.index_add_(0, pairs, torch.ones_like(nll))
     return -totals / draws
 
 
-__all__ = ["ELBOBatch", "build_elbo_batch", "estimate_log_likelihood", "stratified_mask_counts"]
+__all__ = [
+    "ELBOBatch",
+    "build_elbo_batch",
+    "draw_answer_masks",
+    "estimate_log_likelihood",
+    "stratified_mask_counts",
+]

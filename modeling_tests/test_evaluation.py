@@ -1,0 +1,130 @@
+"""The `llada_hf` lm-eval model, offline on a local task, through lm-eval's CLI and through `simple_evaluate`."""
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reversal_task import random_digits, reversal_example, trained_reversal_model
+
+
+lm_eval = pytest.importorskip("lm_eval")
+
+NUM_DOCS = 12
+MODEL_ARGS = "mc_num=8,mc_batch_size=32,steps=5,block_length=5"
+TASK_YAML = """\
+task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+doc_to_text: "{{{{prompt}}}}"
+"""
+MULTIPLE_CHOICE = """\
+output_type: multiple_choice
+doc_to_choice: choices
+doc_to_target: label
+metric_list:
+  - metric: acc
+"""
+GENERATION = """\
+output_type: generate_until
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["<eos>"]
+  max_gen_toks: 5
+metric_list:
+  - metric: exact_match
+"""
+
+
+@pytest.fixture(scope="module")
+def local_eval(tmp_path_factory):
+    """A saved trained reversal model and two local tasks over held-out prompts: choose among 4 answers, generate."""
+    root = tmp_path_factory.mktemp("lm_eval")
+    model, tokenizer = trained_reversal_model()
+    model.save_pretrained(root / "model")
+    tokenizer.save_pretrained(root / "model")
+
+    rng = random.Random(99)
+    docs = []
+    for _ in range(NUM_DOCS):
+        prompt, answer = reversal_example(rng)
+        choices = [random_digits(rng) for _ in range(3)]
+        label = rng.randrange(4)
+        choices.insert(label, answer)
+        docs.append({"prompt": prompt, "answer": answer, "choices": choices, "label": label})
+    data = root / "reversal.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+
+    tasks = root / "tasks"
+    tasks.mkdir()
+    (tasks / "reversal_mc.yaml").write_text(TASK_YAML.format(name="reversal_mc", data=data) + MULTIPLE_CHOICE)
+    (tasks / "reversal_gen.yaml").write_text(TASK_YAML.format(name="reversal_gen", data=data) + GENERATION)
+    return root
+
+
+@pytest.mark.slow  # about 15 s: a fresh interpreter imports torch, transformers and lm-eval
+def test_cli_registers_the_model_and_runs_lm_eval(local_eval):
+    output = local_eval / "results"
+    command = [
+        sys.executable, "-m", "llada_hf.evaluation", "--model", "llada_hf",
+        "--model_args", f"pretrained={local_eval / 'model'},{MODEL_ARGS}", "--tasks", "reversal_mc,reversal_gen",
+        "--include_path", str(local_eval / "tasks"), "--batch_size", "6", "--output_path", str(output), "--seed", "0",
+    ]  # fmt: skip
+    environment = os.environ | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    results = json.loads(next(Path(output).rglob("results_*.json")).read_text())["results"]
+    assert results["reversal_mc"]["acc,none"] >= 0.9
+    assert results["reversal_gen"]["exact_match,none"] >= 0.9
+
+
+def test_simple_evaluate_after_import(local_eval):
+    import llada_hf.evaluation  # noqa: F401  (registers "llada_hf")
+    from lm_eval.tasks import TaskManager
+
+    results = lm_eval.simple_evaluate(
+        model="llada_hf",
+        model_args=f"pretrained={local_eval / 'model'},{MODEL_ARGS}",
+        tasks=["reversal_mc", "reversal_gen"],
+        task_manager=TaskManager(include_path=str(local_eval / "tasks")),
+        batch_size=6,
+        log_samples=True,
+        random_seed=0,
+    )
+    assert results["results"]["reversal_mc"]["acc,none"] >= 0.9
+    generations = [sample["filtered_resps"][0] for sample in results["samples"]["reversal_gen"]]
+    targets = [sample["target"] for sample in results["samples"]["reversal_gen"]]
+    assert sum(g == t for g, t in zip(generations, targets)) >= 0.9 * NUM_DOCS, list(zip(generations, targets))
+
+
+def test_rolling_loglikelihood_and_greedy_check_in_process():
+    from lm_eval.api.instance import Instance
+
+    from llada_hf.evaluation import DiffusionLMEval
+
+    model, tokenizer = trained_reversal_model()
+    lm = DiffusionLMEval(pretrained=model, tokenizer=tokenizer, device="cpu", mc_num=16, check_greedy=True)
+    prompt, answer = reversal_example(random.Random(5))
+    wrong = " ".join(reversed(answer.split()))  # the prompt's digits copied, not reversed
+
+    def request(kind, *args):
+        return Instance(request_type=kind, doc={}, arguments=args, idx=0)
+
+    texts = [f"{prompt} {answer} <eos>", f"{prompt} {wrong} <eos>"]
+    correct_text, wrong_text = lm.loglikelihood_rolling(
+        [request("loglikelihood_rolling", text) for text in texts], disable_tqdm=True
+    )
+    assert correct_text > wrong_text + 5.0
+    (correct_score, correct_greedy), (wrong_score, wrong_greedy) = lm.loglikelihood(
+        [request("loglikelihood", prompt, f" {answer}"), request("loglikelihood", prompt, f" {wrong}")],
+        disable_tqdm=True,
+    )
+    assert correct_greedy and not wrong_greedy and correct_score > wrong_score
