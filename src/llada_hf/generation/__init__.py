@@ -1,8 +1,16 @@
 """Masked-diffusion generation: configuration, block schedules, transfer policies, cache strategies and the mixin."""
 
-from .caches import BlockCache, BlockKVCache, DiffusionCacheStrategy
+from .caches import (
+    BlockCache,
+    BlockKVCache,
+    DiffusionCacheStrategy,
+    DualCache,
+    ForwardColumns,
+    PrefixCache,
+    StaticBlockKVCache,
+)
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
-from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy
+from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, Proposal, TransferPolicy
 from .schedules import AbsoluteBlockSchedule, Block, BlockSchedule, DiffusionCanvas, PromptBlockSchedule
 from .utils import DIFFUSION_FAMILIES, DiffusionFamily, DiffusionGenerationMixin, DiffusionGenerationOutput
 
@@ -20,10 +28,15 @@ __all__ = [
     "DiffusionGenerationConfig",
     "DiffusionGenerationMixin",
     "DiffusionGenerationOutput",
+    "DualCache",
+    "ForwardColumns",
     "LLaDA2GenerationConfig",
     "LLaDA2TransferPolicy",
     "LLaDAGenerationConfig",
     "LLaDATransferPolicy",
+    "PrefixCache",
     "PromptBlockSchedule",
+    "Proposal",
+    "StaticBlockKVCache",
     "TransferPolicy",
 ]

@@ -6,8 +6,9 @@ from transformers import GenerationConfig
 
 
 BLOCK_SCHEDULES = ("prompt", "absolute")
-REMASKING_STRATEGIES = ("low_confidence", "random")
-DIFFUSION_CACHES = ("none", "block")
+REMASKING_STRATEGIES = ("low_confidence", "margin", "entropy", "random")
+PARALLEL_DECODING = ("quota", "threshold", "factor", "entropy_bound")
+DIFFUSION_CACHES = ("none", "block", "prefix", "dual")
 
 
 class DiffusionGenerationConfig(GenerationConfig):
@@ -37,11 +38,33 @@ class DiffusionGenerationConfig(GenerationConfig):
         > Which positions to commit
 
         remasking (`str`, *optional*):
-            Confidence used to rank masked positions: `"low_confidence"` (probability of the predicted token) or
-            `"random"` (uniform, LLaDA 1.x only).
+            Confidence used to rank masked positions: `"low_confidence"` (probability of the predicted token, the
+            official default), `"margin"` (top-1 minus top-2 probability), `"entropy"` (`exp(-entropy)` of the
+            predicted distribution) or `"random"` (uniform, LLaDA 1.x only).
+        parallel_decoding (`str`, *optional*):
+            How many positions a step commits. `"quota"` (default, official): the step's share of the block's masks
+            (`steps`), or with `threshold` LLaDA2.0's rule below. The other rules are Fast-dLLM / EB-sampler parallel
+            decoding: a step commits at least one token and a block takes as many steps as it needs, so `steps` is
+            ignored; they are approximations of the one-token-per-step sampler (approximate, opt-in):
+            - `"threshold"`: the most confident masked position of the block and every other one whose confidence is
+              at least `threshold` (Fast-dLLM). `threshold >= 1` commits one token per step.
+            - `"factor"`: the `n` most confident, `n` the largest with `(n + 1) * (1 - c_n) < factor`, `c_n` the
+              `n`-th highest confidence (Fast-dLLM; unlike its code, a run that fails only at its last position is not
+              committed whole).
+            - `"entropy_bound"`: the longest run of most confident positions whose entropies sum, less the largest
+              one, to at most `entropy_bound` nats (EB-sampler).
+            Measured exact-match cost with the dual cache (`benchmarks/bench_fast_sampling.py`: a small trained LLaDA,
+            200 held-out 256-token answers, block 32, plain sampler 100%): `"threshold"` 0.9: 0.0 points (NFE 256 ->
+            9), 0.5: -0.5; `"factor"` 1.0: 0.0; `"entropy_bound"` 0.1: -2.0. That task is easy for its model; on
+            LLaDA-8B-Instruct GSM8K, Fast-dLLM reports 79.3 -> 78.5 for dual cache + threshold 0.9.
         threshold (`float`, *optional*):
-            Commit every masked position of the block whose confidence exceeds it, when at least the step's quota do;
-            otherwise commit the quota with the highest confidence. Values above 1 mean "quota only".
+            With `parallel_decoding="quota"` (LLaDA2.0's rule): commit every masked position of the block whose
+            confidence exceeds it, when at least the step's quota do; otherwise commit the quota with the highest
+            confidence. Values above 1 mean "quota only". With `parallel_decoding="threshold"`: see there.
+        factor (`float`, *optional*):
+            The factor of `parallel_decoding="factor"` (Fast-dLLM uses 1.0).
+        entropy_bound (`float`, *optional*):
+            The bound (nats) of `parallel_decoding="entropy_bound"`.
         temperature (`float`, *optional*):
             0 is greedy. Above 0 the predicted tokens are sampled (LLaDA 1.x: Gumbel-max in float64; LLaDA2: softmax of
             the tempered, `top_k`/`top_p` filtered logits). Sampling is driven by `temperature` alone.
@@ -74,8 +97,30 @@ class DiffusionGenerationConfig(GenerationConfig):
         > Runtime
 
         diffusion_cache (`str`, *optional*):
-            `"none"` recomputes the whole visible canvas every step; `"block"` is the exact block KV cache of
-            block-causal schedules (committed blocks are encoded once). `use_cache=False` forces `"none"`.
+            What each step recomputes. Passing `use_cache=False` to `generate()` forces `"none"` (the `use_cache` of a
+            saved config is the autoregressive field and is ignored).
+            - `"none"`: the whole visible canvas every step (exact; the LLaDA 1.x default).
+            - `"block"`: exact block KV cache of block-causal schedules (LLaDA2.0 default): committed blocks are
+              encoded once, each step computes the active block.
+            - `"prefix"` (LLaDA 1.x, approximate, opt-in): Fast-dLLM's prefix cache. The first step of each block
+              recomputes the whole canvas; the block's other steps recompute the block and everything after it and
+              reuse the keys/values of the columns before the block from that first step.
+            - `"dual"` (LLaDA 1.x, approximate, opt-in): Fast-dLLM's dual cache. As `"prefix"`, but the block's other
+              steps recompute the block alone, reusing the keys/values of the columns before and after it; the
+              block's own keys/values are replaced in the cache at every step.
+            The approximate caches change tokens only through the columns whose keys/values they reuse: those that
+            changed since the block's first step. They refuse prompts that contain mask tokens. Measured exact-match
+            cost (`benchmarks/bench_fast_sampling.py`, one token per step, 200 held-out 256-token answers): 0.0 points
+            for both (100% -> 100%); see `benchmarks/README.md` for the table.
+        cache_implementation (`str`, *optional*):
+            `"static"` with `diffusion_cache="block"`: keys/values in preallocated canvas-wide buffers, and every
+            forward after the prompt's first one has a fixed shape (`2 * block_length` queries on a block's first step,
+            `block_length` on the others, keys over the whole canvas). That step is then run through
+            `torch.compile` (CUDA graphs with the default `compile_config` mode `"reduce-overhead"`): automatically
+            on CUDA/XPU, on other devices when `compile_config` is given; `disable_compile=True` runs it eagerly.
+            Tokens are those of the dynamic block cache.
+        compile_config ([`CompileConfig`], *optional*), disable_compile (`bool`, *optional*):
+            As in [`GenerationConfig`], for the static step above.
         output_history (`bool`, *optional*):
             With `return_dict_in_generate`, also return the canvas after every step.
         show_progress (`bool`, *optional*):
@@ -88,7 +133,10 @@ class DiffusionGenerationConfig(GenerationConfig):
         "block_schedule",
         "minimal_topk",
         "remasking",
+        "parallel_decoding",
         "threshold",
+        "factor",
+        "entropy_bound",
         "cfg_scale",
         "logits_eos_inf",
         "confidence_eos_eot_inf",
@@ -145,6 +193,18 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_choice("block_schedule", self.block_schedule, BLOCK_SCHEDULES)
         _check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
         _check_choice("diffusion_cache", self.diffusion_cache, DIFFUSION_CACHES)
+        _check_choice("parallel_decoding", self.parallel_decoding, PARALLEL_DECODING)
+        _check_choice("cache_implementation", self.cache_implementation, ("static", "dynamic"))
+        if self.cache_implementation == "static" and self.diffusion_cache != "block":
+            raise ValueError(
+                "`cache_implementation='static'` is available for the exact block cache only "
+                f"(`diffusion_cache='block'`, LLaDA2.0); got diffusion_cache={self.diffusion_cache!r}."
+            )
+        _check_number("factor", self.factor, minimum=0.0)
+        _check_number("entropy_bound", self.entropy_bound, minimum=0.0)
+        for rule, field in (("threshold", "threshold"), ("factor", "factor"), ("entropy_bound", "entropy_bound")):
+            if self.parallel_decoding == rule and getattr(self, field) is None:
+                raise ValueError(f"`parallel_decoding={rule!r}` needs `{field}`.")
         _check_number("temperature", self.temperature, minimum=0.0)
         _check_number("cfg_scale", self.cfg_scale, minimum=0.0)
         _check_number("threshold", self.threshold, minimum=0.0)
@@ -179,6 +239,7 @@ class LLaDAGenerationConfig(DiffusionGenerationConfig):
         "block_length": 32,
         "block_schedule": "prompt",
         "remasking": "low_confidence",
+        "parallel_decoding": "quota",
         "temperature": 0.0,
         "do_sample": False,
         "cfg_scale": 0.0,
@@ -202,6 +263,7 @@ class LLaDA2GenerationConfig(DiffusionGenerationConfig):
         "block_schedule": "absolute",
         "minimal_topk": 1,
         "remasking": "low_confidence",
+        "parallel_decoding": "quota",
         "threshold": 0.95,
         "temperature": 0.0,
         "do_sample": False,

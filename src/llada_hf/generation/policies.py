@@ -3,12 +3,25 @@
 A policy has three parts, called by the sampler loop in this order:
 
 1. [`TransferPolicy.block_quota`], once per block: how many tokens each step of the block should commit.
-2. [`TransferPolicy.propose`], every step: a token `x0` and a confidence for every position of the candidate span.
-3. [`TransferPolicy.select`], every step: which candidates to commit (top-quota by confidence, or every candidate above
-   `threshold` when at least the quota clears it).
+2. [`TransferPolicy.propose`], every step: a token, a confidence (and, when needed, the entropy of the predicted
+   distribution) for every position of the candidate span.
+3. [`TransferPolicy.select`], every step: which candidates to commit. `parallel_decoding` picks the rule:
+   - `"quota"`: the step's quota of most confident candidates (official samplers); with a `threshold`, every
+     candidate above it when at least the quota clears it (LLaDA2.0's rule);
+   - `"threshold"`: the most confident candidate and every other one at or above `threshold` (Fast-dLLM);
+   - `"factor"`: the `n` most confident, `n` the largest with `(n + 1) * (1 - c_n) < factor`, `c_n` the `n`-th
+     highest confidence (Fast-dLLM);
+   - `"entropy_bound"`: the longest run of most confident candidates whose entropies sum, less their largest, to at
+     most `entropy_bound` (EB-sampler, Ben-Hamu et al. 2025).
+   The last three commit at least one token per step and ignore the quota: a block takes as many steps as it needs.
+
+Confidences (`remasking`): `"low_confidence"` (probability of the chosen token), `"margin"` (top-1 minus top-2
+probability), `"entropy"` (`exp(-entropy)`: 1 for a certain prediction, `1 / vocab` for a uniform one) and `"random"`.
 
 [`LLaDATransferPolicy`] mirrors LLaDA 1.x `generate.py`; [`LLaDA2TransferPolicy`] mirrors LLaDA2.0's `generate()`.
 """
+
+from typing import NamedTuple
 
 import torch
 
@@ -49,29 +62,63 @@ def suppress_tokens(logits: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
     return logits
 
 
+class Proposal(NamedTuple):
+    """What a policy proposes for every position of the candidate span, each `[rows, span]`."""
+
+    tokens: torch.LongTensor
+    confidence: torch.Tensor
+    entropy: torch.Tensor | None = None  # only for `parallel_decoding="entropy_bound"`
+
+
+def confidence_of(probs: torch.Tensor, tokens: torch.LongTensor, remasking: str) -> torch.Tensor:
+    """Confidence (higher = commit sooner) of `tokens` under `probs` `[..., vocab]` for a ranking-based `remasking`."""
+    if remasking == "margin":
+        top2 = probs.topk(2, dim=-1).values
+        return top2[..., 0] - top2[..., 1]
+    if remasking == "entropy":
+        return torch.exp(-entropy_of(probs))
+    return probs.gather(-1, tokens[..., None]).squeeze(-1)
+
+
+def entropy_of(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) over the last dimension."""
+    return -(probs * torch.log(probs.clamp_min(torch.finfo(probs.dtype).tiny))).sum(-1)
+
+
 class TransferPolicy:
     """Base class.
 
     Args:
         temperature (`float`): 0 is greedy.
-        threshold (`float`, *optional*): commit every candidate above it when at least the quota does.
+        remasking (`str`): the confidence that ranks candidates (see the module docstring).
+        threshold (`float`, *optional*): confidence threshold of the `"quota"` and `"threshold"` rules.
+        parallel_decoding (`str`): the selection rule: `"quota"`, `"threshold"`, `"factor"` or `"entropy_bound"`.
+        factor (`float`, *optional*), entropy_bound (`float`, *optional*): parameters of those rules.
         top_k (`int`, *optional*), top_p (`float`, *optional*): logits filters used when sampling.
         confidence_suppressed_ids (`list[int]`): tokens given zero confidence (`confidence_eos_eot_inf`).
-        stops_when_block_filled (`bool`): skip the rest of a block's steps once it has no mask left (no forward pass).
     """
 
-    stops_when_block_filled = False
+    # The family skips the rest of a block's steps once the block has no mask left (no forward pass).
+    family_stops_when_block_filled = False
 
     def __init__(
         self,
         temperature: float = 0.0,
+        remasking: str = "low_confidence",
         threshold: float | None = None,
+        parallel_decoding: str = "quota",
+        factor: float | None = None,
+        entropy_bound: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         confidence_suppressed_ids: list[int] | None = None,
     ):
         self.temperature = temperature
+        self.remasking = remasking
         self.threshold = threshold
+        self.parallel_decoding = parallel_decoding
+        self.factor = factor
+        self.entropy_bound = entropy_bound
         self.top_k = top_k
         self.top_p = top_p
         self.confidence_suppressed_ids = confidence_suppressed_ids or []
@@ -81,29 +128,59 @@ class TransferPolicy:
         """The policy a [`DiffusionGenerationConfig`] describes."""
         return cls(
             temperature=config.temperature,
+            remasking=config.remasking,
             threshold=config.threshold,
+            parallel_decoding=config.parallel_decoding,
+            factor=config.factor,
+            entropy_bound=config.entropy_bound,
             top_k=config.top_k,
             top_p=config.top_p,
             confidence_suppressed_ids=confidence_suppressed_ids,
         )
+
+    @property
+    def stops_when_block_filled(self) -> bool:
+        """Whether a block ends as soon as it has no mask left rather than after its planned steps."""
+        return self.family_stops_when_block_filled or self.parallel_decoding != "quota" or self.threshold is not None
+
+    def max_block_steps(self, planned_steps: int, block_width: int) -> int:
+        """Upper bound on the steps of one block: the planned ones, or (rules that commit at least one token per step
+        until the block is filled) one per position of the block."""
+        return planned_steps if self.parallel_decoding == "quota" else block_width
 
     def block_quota(self, to_resolve: torch.BoolTensor, steps: int) -> torch.LongTensor:
         """`[rows, steps]` tokens to commit at each step of a block, from the masks it must resolve (see
         [`BlockSchedule.to_resolve`])."""
         raise NotImplementedError
 
-    def propose(
-        self, logits: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.LongTensor, torch.Tensor]:
-        """Predicted tokens `[rows, span]` and their confidence (higher = commit sooner) from `[rows, span, vocab]`."""
+    def propose(self, logits: torch.Tensor, generator: torch.Generator | None = None) -> Proposal:
+        """Predicted tokens, confidences (and entropies) `[rows, span]` from `[rows, span, vocab]` logits."""
         raise NotImplementedError
 
-    def select(self, confidence: torch.Tensor, quota: torch.LongTensor) -> torch.BoolTensor:
-        """Positions to commit. `confidence` is -inf outside the candidates; `quota` `[rows]` is this step's count.
+    def select(
+        self, proposal: Proposal, candidates: torch.BoolTensor, quota: torch.LongTensor | None
+    ) -> torch.BoolTensor:
+        """Positions to commit among `candidates` `[rows, span]`; `quota` `[rows]` is this step's count (`"quota"`)."""
+        confidence = proposal.confidence.masked_fill(~candidates, float("-inf"))
+        if self.parallel_decoding == "quota":
+            return self._select_quota(confidence, quota)
+        # The other rules commit a run of the most confident candidates, at least one.
+        sorted_confidence, order = confidence.sort(dim=-1, descending=True)
+        rank = torch.arange(confidence.shape[-1], device=confidence.device)
+        if self.parallel_decoding == "threshold":
+            keep = sorted_confidence >= self.threshold
+        elif self.parallel_decoding == "factor":
+            # n = rank + 1 tokens are kept while (n + 1) * (1 - c_n) < factor.
+            keep = (rank + 2) * (1 - sorted_confidence) < self.factor
+        else:  # entropy_bound
+            sorted_entropy = proposal.entropy.gather(-1, order).masked_fill(sorted_confidence == float("-inf"), 0)
+            keep = sorted_entropy.cumsum(-1) - sorted_entropy.cummax(-1).values <= self.entropy_bound
+        keep = (keep | (rank == 0)).long().cumprod(-1).bool() & (sorted_confidence > float("-inf"))
+        return torch.zeros_like(keep).scatter(-1, order, keep)
 
-        With a `threshold`, a row whose candidates above it are at least `quota` commits all of those; otherwise (and
-        without threshold) it commits its `quota` most confident candidates, or all of them if fewer remain.
-        """
+    def _select_quota(self, confidence: torch.Tensor, quota: torch.LongTensor) -> torch.BoolTensor:
+        """With a `threshold`, a row whose candidates above it are at least `quota` commits all of those; otherwise
+        (and without threshold) it commits its `quota` most confident candidates, or all of them if fewer remain."""
         transfer = torch.zeros_like(confidence, dtype=torch.bool)
         num_candidates = (confidence > float("-inf")).sum(dim=-1).tolist()
         if self.threshold is not None:
@@ -116,6 +193,15 @@ class TransferPolicy:
                 transfer[row, torch.topk(confidence[row], min(k, available)).indices] = True
         return transfer
 
+    def _proposal(self, probs: torch.Tensor, tokens: torch.LongTensor, generator) -> Proposal:
+        """Confidences (and entropies) of `tokens` under `probs`, per `remasking` and `parallel_decoding`."""
+        if self.remasking == "random":
+            confidence = torch.rand(tokens.shape, device=tokens.device, generator=generator)
+        else:
+            confidence = confidence_of(probs, tokens, self.remasking)
+        entropy = entropy_of(probs) if self.parallel_decoding == "entropy_bound" else None
+        return Proposal(tokens, confidence, entropy)
+
     def _filtered_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return top_p_filter(top_k_filter(logits, self.top_k), self.top_p)
 
@@ -126,19 +212,9 @@ class LLaDATransferPolicy(TransferPolicy):
     - Quota: the masks a block must resolve (its own; for the first block also the prompt's), split evenly over the
       block's steps (per row).
     - Tokens: argmax of the logits; with `temperature > 0`, Gumbel-max in float64 (`exp(logits) / (-log u) ** T`).
-    - Confidence: the untempered float64 softmax probability of the chosen token (`"low_confidence"`), or uniform noise
-      (`"random"`).
+    - Confidence: from the untempered float64 softmax (`"low_confidence"`: probability of the chosen token), or
+      uniform noise (`"random"`).
     """
-
-    def __init__(self, remasking: str = "low_confidence", **kwargs):
-        super().__init__(**kwargs)
-        self.remasking = remasking
-
-    @classmethod
-    def from_config(cls, config, confidence_suppressed_ids):
-        policy = super().from_config(config, confidence_suppressed_ids)
-        policy.remasking = config.remasking
-        return policy
 
     def block_quota(self, to_resolve, steps):
         return split_evenly(to_resolve.sum(dim=1), steps)
@@ -150,12 +226,10 @@ class LLaDATransferPolicy(TransferPolicy):
             x0 = torch.argmax(logits64.exp() / (-torch.log(uniform)) ** self.temperature, dim=-1)
         else:
             x0 = torch.argmax(logits, dim=-1)
-        if self.remasking == "random":
-            confidence = torch.rand(x0.shape, device=x0.device, generator=generator)
-        else:
+        probs = None
+        if self.remasking != "random" or self.parallel_decoding == "entropy_bound":
             probs = torch.softmax(suppress_tokens(logits, self.confidence_suppressed_ids).to(torch.float64), dim=-1)
-            confidence = probs.gather(-1, x0[..., None]).squeeze(-1)
-        return x0, confidence
+        return self._proposal(probs, x0, generator)
 
 
 class LLaDA2TransferPolicy(TransferPolicy):
@@ -163,18 +237,16 @@ class LLaDA2TransferPolicy(TransferPolicy):
 
     - Quota: `block_length` split evenly over the block's steps (the same for every row), capped by the masks left.
     - Tokens: argmax at temperature 0, else a draw from the softmax of the tempered, top-k/top-p filtered logits.
-    - Confidence: the probability of the chosen token under that same distribution (untempered at temperature 0).
+    - Confidence: from that same distribution (untempered at temperature 0); not `"random"`.
     - Threshold (default 0.95) with quota fallback; a block whose masks are all committed ends early.
     """
 
-    stops_when_block_filled = True
+    family_stops_when_block_filled = True
 
     @classmethod
     def from_config(cls, config, confidence_suppressed_ids):
-        if config.remasking != "low_confidence":
-            raise ValueError(
-                f"LLaDA2 ranks positions by confidence only; `remasking={config.remasking!r}` is not available."
-            )
+        if config.remasking == "random":
+            raise ValueError("LLaDA2 ranks positions by confidence; `remasking='random'` is not available.")
         return super().from_config(config, confidence_suppressed_ids)
 
     def block_quota(self, to_resolve, steps):
@@ -193,10 +265,11 @@ class LLaDA2TransferPolicy(TransferPolicy):
             x0 = torch.argmax(logits, dim=-1)
         if self.confidence_suppressed_ids:
             probs = torch.softmax(suppress_tokens(logits, self.confidence_suppressed_ids), dim=-1)
-        return x0, probs.gather(-1, x0[..., None]).squeeze(-1)
+        return self._proposal(probs, x0, generator)
 
 
 __all__ = [
+    "Proposal",
     "TransferPolicy",
     "LLaDATransferPolicy",
     "LLaDA2TransferPolicy",
@@ -204,4 +277,6 @@ __all__ = [
     "top_k_filter",
     "top_p_filter",
     "suppress_tokens",
+    "confidence_of",
+    "entropy_of",
 ]

@@ -13,8 +13,13 @@ A schedule turns the prompt into a [`DiffusionCanvas`]; the sampler loop then wa
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+
+if TYPE_CHECKING:
+    from .caches import ForwardColumns
 
 
 @dataclass(frozen=True)
@@ -129,9 +134,10 @@ class BlockSchedule:
         """The masks that `block` must resolve, as seen at its start; the transfer policy sizes its quota from them."""
         raise NotImplementedError
 
-    def model_inputs(self, canvas: DiffusionCanvas, rows: torch.LongTensor, start: int, end: int) -> dict:
-        """`attention_mask` / `position_ids` for a forward whose queries are columns `[start, end)` of `rows` and whose
-        keys are columns `[0, end)` (cached or not)."""
+    def model_inputs(self, canvas: DiffusionCanvas, rows: torch.LongTensor, columns: "ForwardColumns") -> dict:
+        """`attention_mask` / `position_ids` for a forward of `rows` whose queries are columns
+        `[columns.query_start, columns.query_end)` and whose keys are columns `[0, columns.key_end)` (cached or
+        not)."""
         raise NotImplementedError
 
     @staticmethod
@@ -197,7 +203,8 @@ class PromptBlockSchedule(BlockSchedule):
         return canvas.tokens.shape[1]
 
     def candidate_span(self, canvas, block):
-        # As generate.py: every masked position left of the block's end competes (prompt masks included).
+        # As generate.py: every masked position left of the block's end competes (prompt masks included); the span is
+        # the whole canvas so that sampling draws its noise over the same shape as generate.py.
         return 0, canvas.tokens.shape[1]
 
     def candidates(self, tokens, block, mask_token_id):
@@ -210,9 +217,14 @@ class PromptBlockSchedule(BlockSchedule):
         # left over from earlier blocks (a committed mask token) are not counted, as in generate.py.
         return tokens[:, 0 if block.index == 0 else block.start : block.end] == mask_token_id
 
-    def model_inputs(self, canvas, rows, start, end):
-        attention_mask = None if canvas.attention_mask is None else canvas.attention_mask[rows, :end]
-        return {"attention_mask": attention_mask, "position_ids": None}
+    def model_inputs(self, canvas, rows, columns):
+        start, end, key_end = columns
+        # Pad keys are masked, pad queries attend (the released model's 2-D mask). Positions are canvas columns.
+        attention_mask = None if canvas.attention_mask is None else canvas.attention_mask[rows, :key_end]
+        if start == 0 and end == key_end:
+            return {"attention_mask": attention_mask, "position_ids": None}
+        positions = torch.arange(start, end, device=canvas.tokens.device).expand(rows.numel(), -1)
+        return {"attention_mask": attention_mask, "position_ids": positions}
 
 
 class AbsoluteBlockSchedule(BlockSchedule):
@@ -300,11 +312,12 @@ class AbsoluteBlockSchedule(BlockSchedule):
     def to_resolve(self, tokens, block, mask_token_id):
         return self.candidates(tokens, block, mask_token_id)
 
-    def model_inputs(self, canvas, rows, start, end):
+    def model_inputs(self, canvas, rows, columns):
+        start, end, key_end = columns
         query_cols = torch.arange(start, end, device=canvas.tokens.device)
-        key_cols = torch.arange(end, device=canvas.tokens.device)
+        key_cols = torch.arange(key_end, device=canvas.tokens.device)
         block_causal = (key_cols // self.block_length)[None, :] <= (query_cols // self.block_length)[:, None]
-        allowed = block_causal[None] & canvas.key_mask[rows, None, :end]
+        allowed = block_causal[None] & canvas.key_mask[rows, None, :key_end]
         # Padding queries attend to themselves only, so no row of the mask is empty.
         allowed = allowed | (key_cols[None, :] == query_cols[:, None])[None]
         return {"attention_mask": allowed[:, None], "position_ids": canvas.position_ids[rows, start:end]}

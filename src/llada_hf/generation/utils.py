@@ -1,7 +1,9 @@
 """`DiffusionGenerationMixin`: the masked-diffusion `generate()` shared by LLaDA 1.x and LLaDA2.0.
 
 The loop is the same for both families; what differs is data, picked from the model's `diffusion_family`:
-a block schedule (`schedules.py`), a transfer policy (`policies.py`) and a cache strategy (`caches.py`).
+a block schedule (`schedules.py`), a transfer policy (`policies.py`) and a cache strategy (`caches.py`). The fast
+modes (approximate caches, parallel decoding, the compiled static step) are the same loop with other pieces; all
+are opt-in generation-config fields.
 """
 
 import copy
@@ -15,7 +17,7 @@ from transformers import GenerationMixin, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
-from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy
+from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy, ForwardColumns
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
 from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy, suppress_tokens
 from .schedules import BLOCK_SCHEDULES, BlockSchedule, DiffusionCanvas
@@ -179,7 +181,8 @@ class DiffusionGenerationMixin(GenerationMixin):
         )
         suppressed = eos_token_ids + _as_list(config.eot_token_id) if config.confidence_eos_eot_inf else []
         policy = family.policy_class.from_config(config, confidence_suppressed_ids=suppressed)
-        cache = self._diffusion_cache(config, schedule)
+        cache = self._diffusion_cache(config, schedule, canvas)
+        compiled_forward = self._compiled_forward(config)
 
         # 2. Denoise block by block. `rows` are the batch rows still being denoised; `stopped_at_eos` the rows that
         # finished on an EOS (their tail is filled with EOS at the end).
@@ -198,20 +201,27 @@ class DiffusionGenerationMixin(GenerationMixin):
             rows, _ = self._keep_rows(rows, canvas.row_num_blocks[rows] > block.index, cache, config.cfg_scale)
             if rows.numel() == 0:
                 break
-            quota = policy.block_quota(schedule.to_resolve(tokens[rows], block, mask_token_id), canvas.steps_per_block)
-            for step in range(canvas.steps_per_block):
+            quota = None
+            if policy.parallel_decoding == "quota":
+                to_resolve = schedule.to_resolve(tokens[rows], block, mask_token_id)
+                quota = policy.block_quota(to_resolve, canvas.steps_per_block)
+            schedule_span = schedule.candidate_span(canvas, block)
+            for step in range(policy.max_block_steps(canvas.steps_per_block, block.end - block.start)):
                 progress.update()
-                if (
-                    policy.stops_when_block_filled
-                    and not (tokens[rows, block.start : block.end] == mask_token_id).any()
+                if policy.stops_when_block_filled and not bool(
+                    schedule.candidates(tokens[rows], block, mask_token_id).any()
                 ):
                     break
-                # 2.a One forward pass over the columns the cache strategy does not hold.
-                query_start, query_end = cache.query_range(block, step, schedule.window_end(canvas, block))
-                span_start, span_end = schedule.candidate_span(canvas, block)
+                # 2.a One forward pass over the columns the cache strategy does not hold; logits of the candidates it
+                # computes (a cached step sees only candidates inside its queries).
+                columns = cache.forward_columns(block, step, schedule.window_end(canvas, block))
+                span_start = max(schedule_span[0], columns.query_start)
+                span_end = min(schedule_span[1], columns.query_end)
+                forward = compiled_forward if compiled_forward and cache.has_static_shapes(columns) else self
                 logits = self._denoiser_logits(
-                    schedule, canvas, rows, query_start, query_end, span_start, cache, config.cfg_scale, mask_token_id
-                )
+                    forward, schedule, canvas, rows, columns, (span_start, span_end), cache, config.cfg_scale,
+                    mask_token_id,
+                )  # fmt: skip
                 nfe += 1
                 cache.after_forward(block, step)
 
@@ -221,18 +231,18 @@ class DiffusionGenerationMixin(GenerationMixin):
                     logits = logits_processor(tokens[rows], logits)
                 if config.logits_eos_inf:
                     logits = suppress_tokens(logits, eos_token_ids)
-                x0, confidence = policy.propose(logits, generator)
+                proposal = policy.propose(logits, generator)
                 candidates = schedule.candidates(tokens[rows], block, mask_token_id)
-                confidence = confidence.masked_fill(~candidates, float("-inf"))
-                transfer = policy.select(confidence, quota[:, step])
-                tokens[rows, span_start:span_end] = torch.where(transfer, x0, span_tokens)
+                candidates = candidates[:, span_start - schedule_span[0] : span_end - schedule_span[0]]
+                transfer = policy.select(proposal, candidates, None if quota is None else quota[:, step])
+                tokens[rows, span_start:span_end] = torch.where(transfer, proposal.tokens, span_tokens)
 
                 # 2.c Report the step.
                 if config.output_history:
                     history.append(canvas.to_output(tokens, input_ids))
                 if streamer is not None:
                     streamed = self._stream_step(
-                        streamer, canvas, tokens, input_ids, x0, span_start, mask_token_id, streamed
+                        streamer, canvas, tokens, input_ids, proposal.tokens, span_start, mask_token_id, streamed
                     )
 
                 # 2.d Opt-in early stop: rows whose answer is complete up to an EOS leave the batch.
@@ -311,6 +321,10 @@ class DiffusionGenerationMixin(GenerationMixin):
             kwargs["max_new_tokens"] = kwargs.pop("max_length") - input_ids.shape[1]
             if kwargs["max_new_tokens"] < 1:
                 raise ValueError(f"`max_length` must exceed the prompt length ({input_ids.shape[1]}).")
+        if kwargs.get("use_cache") is False:
+            # Only an explicit `use_cache=False` in the call disables the cache: the released config files carry the
+            # autoregressive `use_cache: false`, which says nothing about diffusion caches.
+            kwargs["diffusion_cache"] = "none"
         unused = config.update(**kwargs)
         if unused:
             raise TypeError(f"`generate()` got unexpected keyword arguments: {sorted(unused)}.")
@@ -333,14 +347,33 @@ class DiffusionGenerationMixin(GenerationMixin):
             )
         return config, exact_length
 
-    @staticmethod
-    def _diffusion_cache(config: DiffusionGenerationConfig, schedule: BlockSchedule) -> DiffusionCacheStrategy:
-        if config.diffusion_cache == "block" and not schedule.block_causal:
+    def _diffusion_cache(
+        self, config: DiffusionGenerationConfig, schedule: BlockSchedule, canvas: DiffusionCanvas
+    ) -> DiffusionCacheStrategy:
+        strategy = DIFFUSION_CACHES[config.diffusion_cache]
+        if schedule.name not in strategy.schedules:
             raise ValueError(
-                f"`diffusion_cache='block'` is exact only for block-causal attention; the {schedule.name!r} schedule "
-                "is bidirectional."
+                f"`diffusion_cache={strategy.name!r}` does not apply to the {schedule.name!r} block schedule of this "
+                f"model (it works with {list(strategy.schedules)})."
             )
-        return DIFFUSION_CACHES["none" if config.use_cache is False else config.diffusion_cache]()
+        answer = torch.zeros_like(canvas.tokens, dtype=torch.bool).scatter_(1, canvas.answer_cols, True)
+        if not strategy.exact and bool(((canvas.tokens == config.mask_token_id) & ~answer).any()):
+            raise ValueError(
+                f"`diffusion_cache={strategy.name!r}` cannot fill mask tokens inside the prompt (its cached steps "
+                "only compute the active block); use `diffusion_cache='none'` for infilling."
+            )
+        if config.cache_implementation == "static":
+            return strategy(static_width=canvas.tokens.shape[1], num_layers=self.config.num_hidden_layers)
+        return strategy()
+
+    def _compiled_forward(self, config: DiffusionGenerationConfig):
+        """The compiled `__call__` for the fixed-shape steps of a static cache, or `None` (see
+        `cache_implementation`)."""
+        if config.cache_implementation != "static" or config.disable_compile:
+            return None
+        if self.device.type not in ("cuda", "xpu") and config.compile_config is None:
+            return None
+        return self.get_compiled_call(config.compile_config)
 
     def _max_sequence_length(self) -> int | None:
         for name in ("max_position_embeddings", "max_sequence_length"):
@@ -355,19 +388,22 @@ class DiffusionGenerationMixin(GenerationMixin):
 
     def _denoiser_logits(
         self,
+        forward,
         schedule: BlockSchedule,
         canvas: DiffusionCanvas,
         rows: torch.LongTensor,
-        query_start: int,
-        query_end: int,
-        span_start: int,
+        columns: ForwardColumns,
+        span: tuple[int, int],
         cache: DiffusionCacheStrategy,
         cfg_scale: float,
         mask_token_id: int,
     ) -> torch.Tensor:
-        """Logits `[rows, query_end - span_start, vocab]` of the candidate span, with classifier-free guidance."""
+        """Logits `[rows, span_end - span_start, vocab]` of the candidate columns, with classifier-free guidance.
+        `forward` is the model's `__call__` or its compiled version."""
+        query_start, query_end, _ = columns
+        span_start, span_end = span
         input_ids = canvas.tokens[rows, query_start:query_end]
-        model_inputs = schedule.model_inputs(canvas, rows, query_start, query_end)
+        model_inputs = schedule.model_inputs(canvas, rows, columns)
         if cfg_scale > 0:
             unconditional = input_ids.masked_fill(canvas.prompt_mask[rows, query_start:query_end], mask_token_id)
             input_ids = torch.cat([input_ids, unconditional])
@@ -375,10 +411,17 @@ class DiffusionGenerationMixin(GenerationMixin):
         forward_parameters = _forward_parameters(type(self).forward)
         if cache.cache is not None:
             model_inputs["cache" if "cache" in forward_parameters else "past_key_values"] = cache.cache
-        if "logits_to_keep" in forward_parameters:
-            model_inputs["logits_to_keep"] = query_end - span_start
-        logits = self(input_ids=input_ids, use_cache=cache.cache is not None, **model_inputs).logits
-        logits = logits[:, span_start - query_end :]
+        keep_all = "logits_to_keep" not in forward_parameters
+        if not keep_all:
+            # The LM head only runs on the candidate columns: the last ones (int), or a range of positions.
+            model_inputs["logits_to_keep"] = (
+                query_end - span_start
+                if span_end == query_end
+                else torch.arange(span_start - query_start, span_end - query_start, device=input_ids.device)
+            )
+        logits = forward(input_ids=input_ids, use_cache=cache.cache is not None, **model_inputs).logits
+        if keep_all:
+            logits = logits[:, span_start - query_start : span_end - query_start]
         if cfg_scale > 0:
             conditional, unconditional = logits.chunk(2)
             logits = unconditional + (cfg_scale + 1) * (conditional - unconditional)
