@@ -4,6 +4,8 @@ Importing the package registers both families with the Auto classes and their re
 `AutoModel.from_pretrained("GSAI-ML/LLaDA-8B-Instruct")` works without `trust_remote_code`.
 """
 
+import os
+
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -15,6 +17,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from .configuration_llada import LLaDAConfig
 from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation import DiffusionGenerationConfig, DiffusionGenerationMixin
+from .integrations.peft import is_peft_available, register_peft_target_modules
 from .modeling_llada import CHECKPOINT_CONVERSION_MAPPING as _LLADA_CONVERSION
 from .modeling_llada import LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
 from .modeling_llada2_moe import CHECKPOINT_CONVERSION_MAPPING as _LLADA2_CONVERSION
@@ -22,6 +25,9 @@ from .modeling_llada2_moe import LLaDA2MoeModel, LLaDA2MoeModelLM, LLaDA2MoePreT
 
 
 __version__ = "0.1.0"
+
+# The tiny instruction-following LLaDA shipped with the package (model_cards/bundled-tiny-llada.md).
+BUNDLED_MODEL_PATH = os.path.join(os.path.dirname(__file__), "bundled", "tiny-llada-instruct")
 
 
 def _register() -> None:
@@ -32,11 +38,14 @@ def _register() -> None:
             auto_class.register(config_class, model_class, exist_ok=True)
     register_checkpoint_conversion_mapping(LLaDAConfig.model_type, _LLADA_CONVERSION, overwrite=True)
     register_checkpoint_conversion_mapping(LLaDA2MoeConfig.model_type, _LLADA2_CONVERSION, overwrite=True)
+    if is_peft_available():
+        register_peft_target_modules()
 
 
 _register()
 
 __all__ = [
+    "BUNDLED_MODEL_PATH",
     "DiffusionGenerationConfig",
     "DiffusionGenerationMixin",
     "LLaDA2MoeConfig",

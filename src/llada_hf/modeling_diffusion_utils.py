@@ -226,6 +226,9 @@ class DiffusionPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _can_compile_fullgraph = True
+    # The diffusion loss is a mean over rows, not over `num_items_in_batch` tokens: the Trainer must scale it for
+    # gradient accumulation itself (see `llada_hf.training.loss`).
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):

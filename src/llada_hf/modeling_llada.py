@@ -31,10 +31,13 @@ from .modeling_diffusion_utils import (
     eager_attention_forward,
     prepare_attention_mask,
 )
+from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
 # Released key -> module name. Renamings chain in order at load and run backwards at save; every pattern is a
-# plain string (regex `.` matches itself) so that the reversed mapping writes the released names exactly.
+# plain string (regex `.` matches itself) so that the reversed mapping writes the released names exactly. Renaming
+# an already converted name must change nothing (PEFT applies this mapping to adapters saved with module names):
+# where the module name contains the released one, a lookbehind skips it (and is dropped from the reversed mapping).
 CHECKPOINT_CONVERSION_MAPPING = [
     WeightRenaming("model.transformer.ff_out.", "lm_head."),
     WeightRenaming("model.transformer.wte.", "model.embed_tokens."),
@@ -42,12 +45,12 @@ CHECKPOINT_CONVERSION_MAPPING = [
     WeightRenaming("model.transformer.blocks.", "model.layers."),
     WeightRenaming(".attn_norm.", ".input_layernorm."),
     WeightRenaming(".ff_norm.", ".post_attention_layernorm."),
-    WeightRenaming(".q_proj.", ".self_attn.q_proj."),
-    WeightRenaming(".k_proj.", ".self_attn.k_proj."),
-    WeightRenaming(".v_proj.", ".self_attn.v_proj."),
+    WeightRenaming("(?<!self_attn).q_proj.", ".self_attn.q_proj."),
+    WeightRenaming("(?<!self_attn).k_proj.", ".self_attn.k_proj."),
+    WeightRenaming("(?<!self_attn).v_proj.", ".self_attn.v_proj."),
     WeightRenaming(".attn_out.", ".self_attn.o_proj."),
     WeightRenaming(".ff_proj.", ".mlp.gate_proj."),
-    WeightRenaming(".up_proj.", ".mlp.up_proj."),
+    WeightRenaming("(?<!mlp).up_proj.", ".mlp.up_proj."),
     WeightRenaming(".ff_out.", ".mlp.down_proj."),
 ]
 
@@ -263,11 +266,20 @@ class LLaDAModelLM(LLaDAPreTrainedModel, DiffusionGenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        labels: torch.LongTensor | None = None,
+        p_mask: torch.Tensor | None = None,
+        loss_normalizer: torch.Tensor | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
         r"""
         Returns logits where position `i` scores the token *at* `i` (masked-diffusion convention, no shift).
         See `LLaDAModel.forward` for the mask formats; `logits_to_keep` limits the projection to the last positions.
+
+        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
+            The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
+            masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
+            masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
+            `llada_hf.training` produce all three.
         """
         outputs: DiffusionModelOutput = self.model(
             input_ids=input_ids,
@@ -279,7 +291,12 @@ class LLaDAModelLM(LLaDAPreTrainedModel, DiffusionGenerationMixin):
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        loss = None
+        if labels is not None:
+            check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
+            loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
         return DiffusionLMOutput(
+            loss=loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,

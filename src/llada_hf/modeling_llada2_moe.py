@@ -29,6 +29,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation.utils import DiffusionGenerationMixin
+from .integrations.quantization import LLaDA2MoeLinearExperts, is_bitsandbytes_quantized
 from .modeling_diffusion_utils import (
     DiffusionLMOutput,
     DiffusionModelOutput,
@@ -40,6 +41,7 @@ from .modeling_diffusion_utils import (
     eager_attention_forward,
     prepare_attention_mask,
 )
+from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
 # Released per-expert tensors <-> fused expert tensors (gate rows first, then up rows). Reversed on save.
@@ -264,12 +266,16 @@ class LLaDA2MoeExperts(nn.Module):
 
 
 class LLaDA2MoeSparseMoeBlock(nn.Module):
-    """Routed experts plus always-on shared experts."""
+    """Routed experts plus always-on shared experts. Under bitsandbytes the routed experts are per-expert linear
+    layers (`LLaDA2MoeLinearExperts`) so that they get quantized; otherwise they are fused."""
 
     def __init__(self, config: LLaDA2MoeConfig):
         super().__init__()
         self.gate = LLaDA2MoeGate(config)
-        self.experts = LLaDA2MoeExperts(config)
+        if is_bitsandbytes_quantized(config):
+            self.experts = LLaDA2MoeLinearExperts(config, LLaDA2MoeMLP)
+        else:
+            self.experts = LLaDA2MoeExperts(config)
         self.shared_experts = (
             LLaDA2MoeMLP(config, config.moe_intermediate_size * config.num_shared_experts)
             if config.num_shared_experts
@@ -317,6 +323,8 @@ class LLaDA2MoePreTrainedModel(DiffusionPreTrainedModel):
     config: LLaDA2MoeConfig
     config_class = LLaDA2MoeConfig
     _no_split_modules = ["LLaDA2MoeDecoderLayer"]
+    # The router runs in float32 (`router_dtype: "fp32"`): store it so, whatever the load dtype.
+    _keep_in_fp32_modules_strict = ["gate.weight", "gate.expert_bias"]
     _can_record_outputs = {
         "hidden_states": LLaDA2MoeDecoderLayer,
         "attentions": LLaDA2MoeAttention,
@@ -439,12 +447,20 @@ class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel, DiffusionGenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        p_mask: torch.Tensor | None = None,
+        loss_normalizer: torch.Tensor | None = None,
         **kwargs,
     ) -> DiffusionLMOutput:
         r"""
         Returns float32 logits where position `i` scores the token *at* `i` (masked-diffusion convention, no shift).
         See `LLaDA2MoeModel.forward` for the mask formats; `logits_to_keep` limits the projection to the last
-        positions. `labels` is accepted for the trainer's signature; the diffusion loss is not computed here yet.
+        positions.
+
+        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
+            The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
+            masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
+            masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
+            `llada_hf.training` (`DataCollatorForBlockDiffusion` for this family's recipe) produce all three.
         """
         outputs: DiffusionModelOutput = self.model(
             input_ids=input_ids,
@@ -456,7 +472,12 @@ class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel, DiffusionGenerationMixin):
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)).float()
+        loss = None
+        if labels is not None:
+            check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
+            loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
         return DiffusionLMOutput(
+            loss=loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
