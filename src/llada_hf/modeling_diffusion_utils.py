@@ -15,7 +15,11 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.integrations.sdpa_attention import repeat_kv
 from transformers.masking_utils import create_bidirectional_mask
-from transformers.utils import ModelOutput
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.utils import ModelOutput, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+
+from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
 class DiffusionRMSNorm(nn.Module):
@@ -235,3 +239,61 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, DiffusionRotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq(module.inv_freq.device))
+
+
+class DiffusionLMHeadMixin:
+    """The output projection and diffusion loss both families put on top of their backbone (`self.model`,
+    `self.lm_head`). `logits_in_float32` mirrors the released code's cast of the logits."""
+
+    logits_in_float32 = False
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        labels: torch.LongTensor | None = None,
+        p_mask: torch.Tensor | None = None,
+        loss_normalizer: torch.Tensor | None = None,
+        **kwargs,
+    ) -> DiffusionLMOutput:
+        r"""
+        Returns logits where position `i` scores the token *at* `i` (masked-diffusion convention, no shift). See the
+        backbone's `forward` for the mask formats; `logits_to_keep` limits the projection to the last positions.
+
+        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
+            The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
+            masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
+            masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
+            `llada_hf.training` produce all three.
+        """
+        outputs: DiffusionModelOutput = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        if self.logits_in_float32:
+            logits = logits.float()
+        loss = None
+        if labels is not None:
+            check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
+            loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
+        return DiffusionLMOutput(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            router_logits=outputs.router_logits,
+        )

@@ -13,15 +13,14 @@ from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.core_model_loading import WeightRenaming
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
-from transformers.utils import can_return_tuple
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_llada import LLaDAConfig
 from .generation.utils import DiffusionGenerationMixin
 from .modeling_diffusion_utils import (
-    DiffusionLMOutput,
+    DiffusionLMHeadMixin,
     DiffusionModelOutput,
     DiffusionPreTrainedModel,
     DiffusionRMSNorm,
@@ -31,7 +30,6 @@ from .modeling_diffusion_utils import (
     eager_attention_forward,
     prepare_attention_mask,
 )
-from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
 # Released key -> module name. Renamings chain in order at load and run backwards at save; every pattern is a
@@ -178,12 +176,6 @@ class LLaDAModel(LLaDAPreTrainedModel):
         self.gradient_checkpointing = False
         self.post_init()
 
-    def get_input_embeddings(self):
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.embed_tokens = value
-
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @capture_outputs
     def forward(
@@ -229,7 +221,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
         return DiffusionModelOutput(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
-class LLaDAModelLM(LLaDAPreTrainedModel, DiffusionGenerationMixin):
+class LLaDAModelLM(DiffusionLMHeadMixin, LLaDAPreTrainedModel, DiffusionGenerationMixin):
     """LLaDA with its output projection. `generate()` is the masked-diffusion sampler; logits are not shifted."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
@@ -242,66 +234,6 @@ class LLaDAModelLM(LLaDAPreTrainedModel, DiffusionGenerationMixin):
         self.model = LLaDAModel(config)
         self.lm_head = nn.Linear(config.d_model, config.padded_vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value):
-        self.model.embed_tokens = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        labels: torch.LongTensor | None = None,
-        p_mask: torch.Tensor | None = None,
-        loss_normalizer: torch.Tensor | None = None,
-        **kwargs,
-    ) -> DiffusionLMOutput:
-        r"""
-        Returns logits where position `i` scores the token *at* `i` (masked-diffusion convention, no shift).
-        See `LLaDAModel.forward` for the mask formats; `logits_to_keep` limits the projection to the last positions.
-
-        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
-            The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
-            masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
-            masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
-            `llada_hf.training` produce all three.
-        """
-        outputs: DiffusionModelOutput = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        loss = None
-        if labels is not None:
-            check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
-            loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
-        return DiffusionLMOutput(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-        )
 
 
 __all__ = ["LLaDAPreTrainedModel", "LLaDAModel", "LLaDAModelLM"]

@@ -22,8 +22,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.core_model_loading import Concatenate, MergeModulelist, WeightConverter
 from transformers.integrations.moe import ExpertsInterface, grouped_mm_experts_forward, use_experts_implementation
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
-from transformers.utils import can_return_tuple
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -31,7 +30,7 @@ from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation.utils import DiffusionGenerationMixin
 from .integrations.quantization import LLaDA2MoeLinearExperts, is_bitsandbytes_quantized
 from .modeling_diffusion_utils import (
-    DiffusionLMOutput,
+    DiffusionLMHeadMixin,
     DiffusionModelOutput,
     DiffusionPreTrainedModel,
     DiffusionRMSNorm,
@@ -41,7 +40,6 @@ from .modeling_diffusion_utils import (
     eager_attention_forward,
     prepare_attention_mask,
 )
-from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
 # Released per-expert tensors <-> fused expert tensors (gate rows first, then up rows). Reversed on save.
@@ -323,6 +321,7 @@ class LLaDA2MoePreTrainedModel(DiffusionPreTrainedModel):
     config: LLaDA2MoeConfig
     config_class = LLaDA2MoeConfig
     _no_split_modules = ["LLaDA2MoeDecoderLayer"]
+    _input_embed_layer = "word_embeddings"
     # The router runs in float32 (`router_dtype: "fp32"`): store it so, whatever the load dtype.
     _keep_in_fp32_modules_strict = ["gate.weight", "gate.expert_bias"]
     _can_record_outputs = {
@@ -355,12 +354,6 @@ class LLaDA2MoeModel(LLaDA2MoePreTrainedModel):
         self.rotary_emb = DiffusionRotaryEmbedding(rotary_dim, config.rope_theta)
         self.gradient_checkpointing = False
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.word_embeddings
-
-    def set_input_embeddings(self, value):
-        self.word_embeddings = value
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @capture_outputs
@@ -407,7 +400,7 @@ class LLaDA2MoeModel(LLaDA2MoePreTrainedModel):
         return DiffusionModelOutput(last_hidden_state=self.norm(hidden_states), cache=cache)
 
 
-class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel, DiffusionGenerationMixin):
+class LLaDA2MoeModelLM(DiffusionLMHeadMixin, LLaDA2MoePreTrainedModel, DiffusionGenerationMixin):
     """LLaDA2.0 with its output projection. `generate()` is the block-diffusion sampler; logits are not shifted and
     are returned in float32, as by the released code."""
 
@@ -416,74 +409,13 @@ class LLaDA2MoeModelLM(LLaDA2MoePreTrainedModel, DiffusionGenerationMixin):
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     _fsdp_plan = {"lm_head": "keep_full_weight"}
     diffusion_family = "llada2"
+    logits_in_float32 = True
 
     def __init__(self, config: LLaDA2MoeConfig):
         super().__init__(config)
         self.model = LLaDA2MoeModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.model.word_embeddings
-
-    def set_input_embeddings(self, value):
-        self.model.word_embeddings = value
-
-    def get_output_embeddings(self):
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings):
-        self.lm_head = new_embeddings
-
-    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Cache | None = None,
-        inputs_embeds: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        p_mask: torch.Tensor | None = None,
-        loss_normalizer: torch.Tensor | None = None,
-        **kwargs,
-    ) -> DiffusionLMOutput:
-        r"""
-        Returns float32 logits where position `i` scores the token *at* `i` (masked-diffusion convention, no shift).
-        See `LLaDA2MoeModel.forward` for the mask formats; `logits_to_keep` limits the projection to the last
-        positions.
-
-        labels (`torch.LongTensor` of shape `[batch, seq]`, *optional*):
-            The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
-            masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
-            masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
-            `llada_hf.training` (`DataCollatorForBlockDiffusion` for this family's recipe) produce all three.
-        """
-        outputs: DiffusionModelOutput = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)).float()
-        loss = None
-        if labels is not None:
-            check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
-            loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
-        return DiffusionLMOutput(
-            loss=loss,
-            logits=logits,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            router_logits=outputs.router_logits,
-        )
 
 
 __all__ = ["LLaDA2MoePreTrainedModel", "LLaDA2MoeModel", "LLaDA2MoeModelLM"]
