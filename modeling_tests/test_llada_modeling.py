@@ -310,3 +310,13 @@ def test_from_pretrained_peak_memory_is_close_to_weight_size(tmp_path):
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["weights"] > 350e6
     assert figures["peak_above_baseline"] < 1.3 * figures["weights"], figures
+
+
+def test_attention_implementation_can_be_switched_after_loading(fixtures_dir):
+    model = AutoModel.from_pretrained(fixtures_dir / TINY, attn_implementation="sdpa")
+    ids = random_ids(1, 9)
+    with torch.no_grad():
+        sdpa_logits = model(ids).logits
+        model.set_attn_implementation("eager")
+        assert model.config._attn_implementation == "eager"
+        torch.testing.assert_close(model(ids).logits, sdpa_logits, rtol=1e-5, atol=1e-5)

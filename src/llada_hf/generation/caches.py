@@ -159,12 +159,10 @@ class BlockCache(DiffusionCacheStrategy):
         self.cached_length = block.start
 
 
-class PrefixCache(DiffusionCacheStrategy):
-    """Fast-dLLM's prefix cache (approximate). The first step of a block computes the whole canvas and keeps the
-    keys/values of the columns before the block; the block's other steps compute the block and everything after it,
-    attending to that stored prefix."""
+class RefreshedBlockCache(DiffusionCacheStrategy):
+    """Fast-dLLM's approximate caches: the first step of every block computes the whole canvas and keeps keys/values
+    that the block's later steps reuse even though the canvas has changed since."""
 
-    name = "prefix"
     exact = False
     schedules = ("prompt",)
 
@@ -175,28 +173,34 @@ class PrefixCache(DiffusionCacheStrategy):
         if step == 0:
             self.cache.reset()
             return ForwardColumns(0, window_end, window_end)
+        return self.cached_step_columns(block, window_end)
+
+    def cached_step_columns(self, block: Block, window_end: int) -> ForwardColumns:
+        """The columns a later step of the block computes."""
+        raise NotImplementedError
+
+
+class PrefixCache(RefreshedBlockCache):
+    """Fast-dLLM's prefix cache (approximate): keeps the keys/values of the columns before the block; the block's
+    other steps compute the block and everything after it, attending to that stored prefix."""
+
+    name = "prefix"
+
+    def cached_step_columns(self, block, window_end):
         return ForwardColumns(block.start, window_end, window_end)
 
     def after_forward(self, block, step):
         self.cache.truncate(block.start)
 
 
-class DualCache(DiffusionCacheStrategy):
-    """Fast-dLLM's dual cache (approximate). The first step of a block computes the whole canvas and keeps every
-    column's keys/values; the block's other steps compute the block alone, write its fresh keys/values over the stored
-    ones in place, and attend to the stored prefix and suffix."""
+class DualCache(RefreshedBlockCache):
+    """Fast-dLLM's dual cache (approximate): keeps every column's keys/values; the block's other steps compute the
+    block alone, write its fresh keys/values over the stored ones in place, and attend to the stored prefix and
+    suffix."""
 
     name = "dual"
-    exact = False
-    schedules = ("prompt",)
 
-    def __init__(self):
-        self.cache = BlockKVCache()
-
-    def forward_columns(self, block, step, window_end):
-        if step == 0:
-            self.cache.reset()
-            return ForwardColumns(0, window_end, window_end)
+    def cached_step_columns(self, block, window_end):
         return ForwardColumns(block.start, block.end, window_end)
 
     def after_forward(self, block, step):
