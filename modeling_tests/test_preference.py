@@ -103,8 +103,11 @@ def test_policy_and_reference_share_draws_and_the_margin_grows(tmp_path):
 
     margin_after = elbo_margin(model.eval(), held_out)
     assert margin_after > margin_before + 1.5, (margin_before, margin_after)
-    last = [log for log in trainer.state.log_history if "loss" in log][-1]
-    assert last["rewards/accuracies"] > 0.5 and last["loss"] < first["loss"]
+    # single batches of 8 are noisy: compare the first and last ten steps
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    first_ten, last_ten = logs[:10], logs[-10:]
+    assert sum(log["rewards/accuracies"] for log in last_ten) / 10 > 0.6
+    assert sum(log["loss"] for log in last_ten) < sum(log["loss"] for log in first_ten)
 
 
 def test_beta_must_be_positive(tmp_path):
