@@ -81,7 +81,7 @@ def test_lora_fine_tune_through_the_trainer_saves_an_adapter_that_reloads(family
     args = TrainingArguments(
         output_dir=str(tmp_path / "run"), per_device_train_batch_size=16, max_steps=30, learning_rate=1e-2,
         report_to=[], save_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
-        gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+        activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False},
     )  # fmt: skip
     Trainer(model=model, args=args, train_dataset=constant_answer_task(256), data_collator=make_collator()).train()
     after = probe_loss()
@@ -106,7 +106,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(family):
     for checkpointing in (False, True):
         model = make_model().train()
         if checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         assert model.model.gradient_checkpointing is checkpointing
         model(**batch).loss.backward()
         gradients.append({name: p.grad for name, p in model.named_parameters() if p.grad is not None})
