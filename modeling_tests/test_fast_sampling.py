@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import llada_hf  # noqa: F401
-from llada_hf import LLaDA2MoeConfig, LLaDA2MoeModelLM, LLaDAConfig, LLaDAModelLM
+from llada_hf import LLaDA2MoeModelLM, LLaDAConfig, LLaDAModelLM
 from llada_hf.generation import LLaDAGenerationConfig, LLaDATransferPolicy
 from llada_hf.generation.policies import Proposal
 

@@ -30,7 +30,12 @@ EXIT_COMMANDS = {"exit", "quit"}
 # Sampler options: (flag, generate() keyword, type, help). Unset options keep the model's saved generation config.
 SAMPLER_OPTIONS = (
     ("--max-new-tokens", "max_new_tokens", int, "answer length (the canvas is rounded up to whole blocks)"),
-    ("--gen-length", "gen_length", int, "official name: exact answer length, a multiple of --block-length (LLaDA 1.x)"),
+    (
+        "--gen-length",
+        "gen_length",
+        int,
+        "official name: exact answer length, a multiple of --block-length (LLaDA 1.x)",
+    ),
     ("--steps", "steps", int, "denoising steps (LLaDA 1.x: in total; LLaDA2.0: per block)"),
     ("--block-length", "block_length", int, "tokens per block (semi-autoregressive decoding)"),
     ("--temperature", "temperature", float, "0 is greedy; above 0 samples"),

@@ -61,7 +61,9 @@ class LLaDA2MoeLinearExperts(nn.ModuleList):
         """`hidden_states` `[tokens, hidden]`, `top_k_index`/`top_k_weights` `[tokens, top_k]` -> `[tokens, hidden]`."""
         num_tokens, top_k = top_k_index.shape
         slot_experts = top_k_index.reshape(-1)
-        slot_outputs = hidden_states.new_empty(slot_experts.shape[0], hidden_states.shape[-1], dtype=top_k_weights.dtype)
+        slot_outputs = hidden_states.new_empty(
+            slot_experts.shape[0], hidden_states.shape[-1], dtype=top_k_weights.dtype
+        )
         for expert_idx in slot_experts.unique().tolist():
             slots = (slot_experts == expert_idx).nonzero().squeeze(-1)
             slot_outputs[slots] = self[expert_idx](hidden_states[slots // top_k]).to(top_k_weights.dtype)

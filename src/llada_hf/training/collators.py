@@ -79,7 +79,9 @@ class DiffusionDataCollator:
         for feature in features:
             input_ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             if input_ids.dim() != 1 or input_ids.numel() == 0:
-                raise ValueError(f"Each feature's `input_ids` must be a non-empty 1-D sequence, got {input_ids.shape}.")
+                raise ValueError(
+                    f"Each feature's `input_ids` must be a non-empty 1-D sequence, got {input_ids.shape}."
+                )
             if bool((input_ids == self.mask_token_id).any()):
                 raise ValueError(f"`input_ids` already hold the mask token {self.mask_token_id}: pass clean text.")
             labels = feature.get("labels")
@@ -93,7 +95,9 @@ class DiffusionDataCollator:
             else:
                 labels = torch.as_tensor(labels, dtype=torch.long)
                 if labels.shape != input_ids.shape:
-                    raise ValueError(f"`labels` {tuple(labels.shape)} must match `input_ids` {tuple(input_ids.shape)}.")
+                    raise ValueError(
+                        f"`labels` {tuple(labels.shape)} must match `input_ids` {tuple(input_ids.shape)}."
+                    )
                 maskable = labels != IGNORE_INDEX
             rows.append((input_ids, maskable))
         return rows
@@ -198,7 +202,9 @@ class DataCollatorForDiffusionPretraining(UniformTimeCollator):
         if float(torch.rand((), generator=generator)) < self.random_length_prob:
             length = int(torch.randint(1, length + 1, (), generator=generator))
 
-        rows = [(_fit(input_ids, length, self.pad_token_id), _fit(maskable, length, False)) for input_ids, maskable in rows]
+        rows = [
+            (_fit(input_ids, length, self.pad_token_id), _fit(maskable, length, False)) for input_ids, maskable in rows
+        ]
         batch = self.stack(self.noise(rows))
         if min(lengths) < length:
             batch["attention_mask"] = (torch.arange(length)[None] < torch.tensor(lengths)[:, None]).long()
@@ -220,7 +226,9 @@ class DataCollatorForDiffusionSFT(UniformTimeCollator):
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = self.read(features, require_labels=True)
         length = _round_up(max(len(input_ids) for input_ids, _ in rows), self.pad_to_multiple_of)
-        rows = [(_fit(input_ids, length, self.eos_token_id), _fit(maskable, length, True)) for input_ids, maskable in rows]
+        rows = [
+            (_fit(input_ids, length, self.eos_token_id), _fit(maskable, length, True)) for input_ids, maskable in rows
+        ]
         return self.stack(self.noise(rows))
 
 
@@ -266,7 +274,9 @@ class DataCollatorForBlockDiffusion(DiffusionDataCollator):
         length = max(len(input_ids) for input_ids, _ in rows)
         block_size = self.block_size or length
         length = _round_up(length, block_size)
-        rows = [(_fit(input_ids, length, self.eos_token_id), _fit(maskable, length, True)) for input_ids, maskable in rows]
+        rows = [
+            (_fit(input_ids, length, self.eos_token_id), _fit(maskable, length, True)) for input_ids, maskable in rows
+        ]
         examples = self.noise(rows)
         if self.complementary_masking:
             examples = [row for example in examples for row in (example, _complement(example))]

@@ -45,7 +45,9 @@ def check_diffusion_labels(
     position must hold the mask token, and `p_mask` must be given.
     """
     if p_mask is None:
-        raise ValueError(f"`labels` were given without `p_mask`, the masking probability of each position. {COLLATOR_HINT}")
+        raise ValueError(
+            f"`labels` were given without `p_mask`, the masking probability of each position. {COLLATOR_HINT}"
+        )
     if input_ids is None:
         return
     if mask_token_id is None:
@@ -87,7 +89,9 @@ def masked_diffusion_loss(
     if reduction not in ("mean", "none"):
         raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}.")
     p_mask = _per_position(p_mask, labels, "p_mask")
-    normalizer = labels.shape[1] if loss_normalizer is None else _per_position(loss_normalizer, labels, "loss_normalizer")
+    normalizer = (
+        labels.shape[1] if loss_normalizer is None else _per_position(loss_normalizer, labels, "loss_normalizer")
+    )
     weights = 1.0 / (p_mask * normalizer)
 
     supervised = labels != IGNORE_INDEX
