@@ -39,7 +39,7 @@ SMOKE = os.environ.get("LLADA_HF_SMOKE") == "1"
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=not SMOKE, help="Checkpoint folder or Hub id (LLaDA 1.x).")
+    parser.add_argument("--model", required=not SMOKE, help="Checkpoint folder or Hub id (LLaDA 1.x or LLaDA2.0).")
     parser.add_argument(
         "--output-dir",
         required=not SMOKE,
