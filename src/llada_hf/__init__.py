@@ -13,11 +13,12 @@ from transformers import (
     AutoModelForMaskedLM,
 )
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.utils import is_peft_available
 
 from .configuration_llada import LLaDAConfig
 from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation import DiffusionGenerationConfig, DiffusionGenerationMixin
-from .integrations.peft import is_peft_available, register_peft_target_modules
+from .integrations.peft import register_peft_target_modules
 from .modeling_llada import CHECKPOINT_CONVERSION_MAPPING as _LLADA_CONVERSION
 from .modeling_llada import LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
 from .modeling_llada2_moe import CHECKPOINT_CONVERSION_MAPPING as _LLADA2_CONVERSION

@@ -208,9 +208,9 @@ class DiffusionGenerationMixin(GenerationMixin):
             schedule_span = schedule.candidate_span(canvas, block)
             for step in range(policy.max_block_steps(canvas.steps_per_block, block.end - block.start)):
                 progress.update()
-                if policy.stops_when_block_filled and not bool(
-                    schedule.candidates(tokens[rows], block, mask_token_id).any()
-                ):
+                # The forward does not change the canvas: the candidates seen now are the ones the policy ranks.
+                candidates = schedule.candidates(tokens[rows], block, mask_token_id)
+                if policy.stops_when_block_filled and not bool(candidates.any()):
                     break
                 # 2.a One forward pass over the columns the cache strategy does not hold; logits of the candidates it
                 # computes (a cached step sees only candidates inside its queries).
@@ -232,7 +232,6 @@ class DiffusionGenerationMixin(GenerationMixin):
                 if config.logits_eos_inf:
                     logits = suppress_tokens(logits, eos_token_ids)
                 proposal = policy.propose(logits, generator)
-                candidates = schedule.candidates(tokens[rows], block, mask_token_id)
                 candidates = candidates[:, span_start - schedule_span[0] : span_end - schedule_span[0]]
                 transfer = policy.select(proposal, candidates, None if quota is None else quota[:, step])
                 tokens[rows, span_start:span_end] = torch.where(transfer, proposal.tokens, span_tokens)

@@ -8,9 +8,6 @@ does for Llama and Falcon: LLaDA's query and value projections, and LLaDA2.0's f
 `target_modules="all-linear"`.
 """
 
-import importlib.util
-
-
 PEFT_TARGET_MODULES = {
     "llada": ["q_proj", "v_proj"],
     "llada2_moe": ["query_key_value"],
@@ -18,10 +15,6 @@ PEFT_TARGET_MODULES = {
 
 # PEFT's tables for the methods whose default targets are LoRA's (each is a separate dict in `peft.utils.constants`).
 _LORA_LIKE_METHODS = ("LORA", "ADALORA", "LOHA", "LOKR", "OFT", "BOFT", "VERA", "RANDLORA", "HRA", "MISS")
-
-
-def is_peft_available() -> bool:
-    return importlib.util.find_spec("peft") is not None
 
 
 def register_peft_target_modules() -> None:
