@@ -44,6 +44,8 @@ SAMPLER_OPTIONS = (
     ("--remasking", "remasking", str, "low_confidence (official default), margin, entropy or random"),
     ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (0 disables it)"),
     ("--threshold", "threshold", float, "confidence threshold for committing several tokens per step (LLaDA2.0)"),
+    ("--editing-threshold", "editing_threshold", float, "LLaDA2.1 token editing: rewrite committed tokens above it"),
+    ("--max-post-steps", "max_post_steps", int, "LLaDA2.1 token editing: editing-only steps per block (default 16)"),
     ("--parallel-decoding", "parallel_decoding", str, "quota (official), threshold, factor or entropy_bound"),
     ("--diffusion-cache", "diffusion_cache", str, "none, block, prefix or dual (see the README)"),
 )

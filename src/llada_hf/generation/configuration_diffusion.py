@@ -61,6 +61,19 @@ class DiffusionGenerationConfig(GenerationConfig):
             With `parallel_decoding="quota"` (LLaDA2.0's rule): commit every masked position of the block whose
             confidence exceeds it, when at least the step's quota do; otherwise commit the quota with the highest
             confidence. Values above 1 mean "quota only". With `parallel_decoding="threshold"`: see there.
+        editing_threshold (`float`, *optional*):
+            LLaDA2.1 token editing (token-to-token, "T2T"; LLaDA2 models only, off when `None`). At every step, a
+            position of the active block that was a mask when the block began and has been committed since is
+            replaced by the model's current prediction when that differs from it and its confidence exceeds
+            `editing_threshold` (0 edits whenever the prediction changes). A row stays on a block while it has masks,
+            then for up to `max_post_steps` more steps, and leaves it at the first of those that edits nothing. Answers
+            before the active block are final, so a row still stops after the block that holds its EOS
+            (`eos_early_stop` then acts at block ends only). LLaDA2.1's modes: quality `threshold=0.7,
+            editing_threshold=0.5`, speed `threshold=0.5, editing_threshold=0.0`. Its mask-to-token fallback is one
+            token per step, which is the `"quota"` rule's with `steps == block_length` (the default).
+        max_post_steps (`int`, *optional*):
+            With `editing_threshold`: how many editing-only steps a row may take on a block after its last mask is
+            committed (LLaDA2 default 16).
         factor (`float`, *optional*):
             The factor of `parallel_decoding="factor"` (Fast-dLLM uses 1.0).
         entropy_bound (`float`, *optional*):
@@ -135,6 +148,8 @@ class DiffusionGenerationConfig(GenerationConfig):
         "remasking",
         "parallel_decoding",
         "threshold",
+        "editing_threshold",
+        "max_post_steps",
         "factor",
         "entropy_bound",
         "cfg_scale",
@@ -187,6 +202,7 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_int("steps", self.steps, minimum=1)
         _check_int("block_length", self.block_length, minimum=1)
         _check_int("minimal_topk", self.minimal_topk, minimum=1)
+        _check_int("max_post_steps", self.max_post_steps, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("max_length", self.max_length, minimum=1)
         _check_int("top_k", self.top_k, minimum=0)
@@ -208,6 +224,7 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_number("temperature", self.temperature, minimum=0.0)
         _check_number("cfg_scale", self.cfg_scale, minimum=0.0)
         _check_number("threshold", self.threshold, minimum=0.0)
+        _check_number("editing_threshold", self.editing_threshold, minimum=0.0)
         _check_number("top_p", self.top_p, minimum=0.0)
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")
@@ -265,6 +282,7 @@ class LLaDA2GenerationConfig(DiffusionGenerationConfig):
         "remasking": "low_confidence",
         "parallel_decoding": "quota",
         "threshold": 0.95,
+        "max_post_steps": 16,
         "temperature": 0.0,
         "do_sample": False,
         "cfg_scale": 0.0,

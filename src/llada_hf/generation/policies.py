@@ -19,6 +19,7 @@ Confidences (`remasking`): `"low_confidence"` (probability of the chosen token),
 probability), `"entropy"` (`exp(-entropy)`: 1 for a certain prediction, `1 / vocab` for a uniform one) and `"random"`.
 
 [`LLaDATransferPolicy`] mirrors LLaDA 1.x `generate.py`; [`LLaDA2TransferPolicy`] mirrors LLaDA2.0's `generate()`.
+[`TokenEditing`] adds LLaDA2.1's token-to-token edits of already committed positions to a LLaDA2 policy.
 """
 
 from typing import NamedTuple
@@ -100,6 +101,8 @@ class TransferPolicy:
 
     # The family skips the rest of a block's steps once the block has no mask left (no forward pass).
     family_stops_when_block_filled = False
+    # LLaDA2.1 token editing, when the config asks for it (LLaDA2 only).
+    editing: "TokenEditing | None" = None
 
     def __init__(
         self,
@@ -206,6 +209,56 @@ class TransferPolicy:
         return top_p_filter(top_k_filter(logits, self.top_k), self.top_p)
 
 
+class TokenEditing:
+    """LLaDA2.1 token-to-token editing (T2T), next to a policy's mask-to-token commits (M2T), within the active block.
+
+    A position is editable once it is committed, if it was a mask when the block began (prompt tokens never change).
+    An editable position takes the step's proposed token when that differs from its current one and its confidence
+    exceeds `editing_threshold`. A row works on a block while it has masks, then for at most `max_post_steps` more
+    steps, and leaves the block at the first of those that edits nothing. Rows that left the block wait unchanged for
+    the others, so every row gets the tokens it would get alone.
+
+    Call [`TokenEditing.start_block`] before a block's first step, then per step [`TokenEditing.start_step`] (before the
+    forward pass) and [`TokenEditing.add_edits`] (after the policy's selection).
+    """
+
+    def __init__(self, editing_threshold: float, max_post_steps: int):
+        self.editing_threshold = editing_threshold
+        self.max_post_steps = max_post_steps
+
+    def max_block_steps(self, mask_steps: int) -> int:
+        """Upper bound on a block's steps: those that fill its masks, the post steps, and the one that stops."""
+        return mask_steps + self.max_post_steps + 1
+
+    def start_block(self, masks: torch.BoolTensor) -> None:
+        """`masks` `[rows, block]`: the block's mask positions before its first step."""
+        self.editable = masks.clone()
+        self.post_steps = torch.zeros(masks.shape[0], dtype=torch.long, device=masks.device)
+        self.working = torch.ones(masks.shape[0], dtype=torch.bool, device=masks.device)
+
+    def start_step(self, masks: torch.BoolTensor) -> torch.BoolTensor:
+        """Counts a post step for the working rows without `masks` left; returns the rows still working."""
+        self.filled = ~masks.any(dim=1)
+        self.post_steps += (self.filled & self.working).long()
+        self.working &= self.post_steps <= self.max_post_steps
+        return self.working
+
+    def add_edits(
+        self, transfer: torch.BoolTensor, proposal: Proposal, block_tokens: torch.LongTensor, mask_token_id: int
+    ) -> torch.BoolTensor:
+        """The step's commits `transfer` `[rows, block]` plus its edits (in working rows). A row that had no mask at the
+        start of the step and edits nothing leaves the block."""
+        edits = (
+            self.editable
+            & (block_tokens != mask_token_id)
+            & (proposal.tokens != block_tokens)
+            & (proposal.confidence > self.editing_threshold)
+            & self.working[:, None]
+        )
+        self.working &= ~(self.filled & ~edits.any(dim=1))
+        return transfer | edits
+
+
 class LLaDATransferPolicy(TransferPolicy):
     """LLaDA 1.x `generate.py`.
 
@@ -215,6 +268,15 @@ class LLaDATransferPolicy(TransferPolicy):
     - Confidence: from the untempered float64 softmax (`"low_confidence"`: probability of the chosen token), or
       uniform noise (`"random"`).
     """
+
+    @classmethod
+    def from_config(cls, config, confidence_suppressed_ids):
+        if config.editing_threshold is not None:
+            raise ValueError(
+                "`editing_threshold` (LLaDA2.1 token editing) needs a block-causal LLaDA2 model; LLaDA 1.x models "
+                "are not trained to revise committed tokens."
+            )
+        return super().from_config(config, confidence_suppressed_ids)
 
     def block_quota(self, to_resolve, steps):
         return split_evenly(to_resolve.sum(dim=1), steps)
@@ -239,6 +301,7 @@ class LLaDA2TransferPolicy(TransferPolicy):
     - Tokens: argmax at temperature 0, else a draw from the softmax of the tempered, top-k/top-p filtered logits.
     - Confidence: from that same distribution (untempered at temperature 0); not `"random"`.
     - Threshold (default 0.95) with quota fallback; a block whose masks are all committed ends early.
+    - With `editing_threshold`: LLaDA2.1's token editing ([`TokenEditing`]).
     """
 
     family_stops_when_block_filled = True
@@ -247,7 +310,10 @@ class LLaDA2TransferPolicy(TransferPolicy):
     def from_config(cls, config, confidence_suppressed_ids):
         if config.remasking == "random":
             raise ValueError("LLaDA2 ranks positions by confidence; `remasking='random'` is not available.")
-        return super().from_config(config, confidence_suppressed_ids)
+        policy = super().from_config(config, confidence_suppressed_ids)
+        if config.editing_threshold is not None:
+            policy.editing = TokenEditing(config.editing_threshold, config.max_post_steps)
+        return policy
 
     def block_quota(self, to_resolve, steps):
         totals = torch.full((to_resolve.shape[0],), to_resolve.shape[1], device=to_resolve.device)  # block_length
@@ -273,6 +339,7 @@ __all__ = [
     "TransferPolicy",
     "LLaDATransferPolicy",
     "LLaDA2TransferPolicy",
+    "TokenEditing",
     "split_evenly",
     "top_k_filter",
     "top_p_filter",

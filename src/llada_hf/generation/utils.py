@@ -181,6 +181,7 @@ class DiffusionGenerationMixin(GenerationMixin):
         )
         suppressed = eos_token_ids + _as_list(config.eot_token_id) if config.confidence_eos_eot_inf else []
         policy = family.policy_class.from_config(config, confidence_suppressed_ids=suppressed)
+        editing = policy.editing
         cache = self._diffusion_cache(config, schedule, canvas)
         compiled_forward = self._compiled_forward(config)
 
@@ -206,11 +207,18 @@ class DiffusionGenerationMixin(GenerationMixin):
                 to_resolve = schedule.to_resolve(tokens[rows], block, mask_token_id)
                 quota = policy.block_quota(to_resolve, canvas.steps_per_block)
             schedule_span = schedule.candidate_span(canvas, block)
-            for step in range(policy.max_block_steps(canvas.steps_per_block, block.end - block.start)):
+            max_steps = policy.max_block_steps(canvas.steps_per_block, block.end - block.start)
+            if editing is not None:
+                editing.start_block(schedule.candidates(tokens[rows], block, mask_token_id))
+                max_steps = editing.max_block_steps(max_steps)
+            for step in range(max_steps):
                 progress.update()
                 # The forward does not change the canvas: the candidates seen now are the ones the policy ranks.
                 candidates = schedule.candidates(tokens[rows], block, mask_token_id)
-                if policy.stops_when_block_filled and not bool(candidates.any()):
+                if editing is not None:
+                    if not bool(editing.start_step(candidates).any()):
+                        break
+                elif policy.stops_when_block_filled and not bool(candidates.any()):
                     break
                 # 2.a One forward pass over the columns the cache strategy does not hold; logits of the candidates it
                 # computes (a cached step sees only candidates inside its queries).
@@ -233,19 +241,26 @@ class DiffusionGenerationMixin(GenerationMixin):
                     logits = suppress_tokens(logits, eos_token_ids)
                 proposal = policy.propose(logits, generator)
                 candidates = candidates[:, span_start - schedule_span[0] : span_end - schedule_span[0]]
-                transfer = policy.select(proposal, candidates, None if quota is None else quota[:, step])
+                step_quota = None if quota is None else quota[:, min(step, quota.shape[1] - 1)]
+                transfer = policy.select(proposal, candidates, step_quota)
+                if editing is not None:  # the span is the block (block-causal schedule)
+                    transfer = editing.add_edits(transfer, proposal, span_tokens, mask_token_id)
                 tokens[rows, span_start:span_end] = torch.where(transfer, proposal.tokens, span_tokens)
 
                 # 2.c Report the step.
                 if config.output_history:
                     history.append(canvas.to_output(tokens, input_ids))
                 if streamer is not None:
+                    # Edits may still change the active block: only what precedes it is final.
+                    final_before = block.start if editing is not None else None
                     streamed = self._stream_step(
-                        streamer, canvas, tokens, input_ids, proposal.tokens, span_start, mask_token_id, streamed
-                    )
+                        streamer, canvas, tokens, input_ids, proposal.tokens, span_start, mask_token_id, streamed,
+                        final_before,
+                    )  # fmt: skip
 
-                # 2.d Opt-in early stop: rows whose answer is complete up to an EOS leave the batch.
-                if config.eos_early_stop and eos_token_ids:
+                # 2.d Opt-in early stop: rows whose answer is complete up to an EOS leave the batch (with token
+                # editing only at the end of the block, below).
+                if config.eos_early_stop and eos_token_ids and editing is None:
                     complete = self._complete_up_to_eos(canvas, tokens, rows, eos_token_ids, mask_token_id)
                     stopped_at_eos[rows[complete]] = True
                     rows, quota = self._keep_rows(rows, ~complete, cache, config.cfg_scale, quota)
@@ -448,13 +463,18 @@ class DiffusionGenerationMixin(GenerationMixin):
         return is_eos.any(1) & ~masked_before
 
     @staticmethod
-    def _stream_step(streamer, canvas, tokens, input_ids, x0, span_start, mask_token_id, streamed) -> int:
+    def _stream_step(
+        streamer, canvas, tokens, input_ids, x0, span_start, mask_token_id, streamed, final_before=None
+    ) -> int:
         """Sends the newly final answer tokens to `streamer.put` (committed tokens never change, so the answer is final
-        up to its first mask) and, if the streamer has `put_draft`, the rest of the answer with the current
-        predictions in place of the masks. Returns how many answer tokens have been streamed."""
+        up to its first mask, and, with token editing, up to the canvas column `final_before`) and, if the streamer
+        has `put_draft`, the rest of the answer with the current predictions in place of the masks. Returns how many
+        answer tokens have been streamed."""
         prompt_length = input_ids.shape[1]
         answer = canvas.to_output(tokens, input_ids)[0, prompt_length:]
         final = _first_or_length(answer == mask_token_id)
+        if final_before is not None:
+            final = min(final, int((canvas.answer_cols[0] < final_before).sum()))
         if final > streamed:
             streamer.put(answer[streamed:final].cpu())
             streamed = final
