@@ -1,6 +1,10 @@
 """PEFT LoRA on both families (default target modules, Trainer fine-tune, adapter save/reload) and gradient
 checkpointing."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -51,6 +55,24 @@ def constant_answer_task(count: int, seed: int = 0) -> list[dict]:
         {"input_ids": torch.randint(0, 40, (5,), generator=generator).tolist() + ANSWER, "labels": [-100] * 5 + ANSWER}
         for _ in range(count)
     ]
+
+
+def test_import_does_not_load_peft_and_targets_register_when_it_is_used():
+    """`import llada_hf` leaves PEFT (and bitsandbytes) alone; a model created after `import peft` registers the
+    default targets."""
+    code = (
+        "import sys, llada_hf\n"
+        "assert 'peft' not in sys.modules and 'bitsandbytes' not in sys.modules, 'imported too early'\n"
+        "from peft import LoraConfig, get_peft_model\n"
+        "from test_training_peft import tiny_llada\n"
+        "model = get_peft_model(tiny_llada(), LoraConfig(r=2))\n"
+        "print(sorted({n.rsplit('.', 1)[-1] for n, m in model.named_modules() if hasattr(m, 'lora_A')}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(sorted(PEFT_TARGET_MODULES["llada"]))
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

@@ -13,12 +13,11 @@ from transformers import (
     AutoModelForMaskedLM,
 )
 from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.utils import is_peft_available
 
 from .configuration_llada import LLaDAConfig
 from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation import DiffusionGenerationConfig, DiffusionGenerationMixin
-from .integrations.peft import register_peft_target_modules
+from .integrations.peft import register_peft_target_modules_if_imported
 from .modeling_llada import CHECKPOINT_CONVERSION_MAPPING as _LLADA_CONVERSION
 from .modeling_llada import LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
 from .modeling_llada2_moe import CHECKPOINT_CONVERSION_MAPPING as _LLADA2_CONVERSION
@@ -39,8 +38,7 @@ def _register() -> None:
             auto_class.register(config_class, model_class, exist_ok=True)
     register_checkpoint_conversion_mapping(LLaDAConfig.model_type, _LLADA_CONVERSION, overwrite=True)
     register_checkpoint_conversion_mapping(LLaDA2MoeConfig.model_type, _LLADA2_CONVERSION, overwrite=True)
-    if is_peft_available():
-        register_peft_target_modules()
+    register_peft_target_modules_if_imported()
 
 
 _register()

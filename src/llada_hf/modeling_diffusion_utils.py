@@ -19,6 +19,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .integrations.peft import register_peft_target_modules_if_imported
 from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
@@ -233,6 +234,11 @@ class DiffusionPreTrainedModel(PreTrainedModel):
     # The diffusion loss is a mean over rows, not over `num_items_in_batch` tokens: the Trainer must scale it for
     # gradient accumulation itself (see `llada_hf.training.loss`).
     accepts_loss_kwargs = False
+
+    def post_init(self):
+        super().post_init()
+        # Default PEFT adapter targets for our model types, if PEFT is in use (see `integrations/peft.py`).
+        register_peft_target_modules_if_imported()
 
     @torch.no_grad()
     def _init_weights(self, module):

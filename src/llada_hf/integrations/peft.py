@@ -4,9 +4,16 @@ PEFT picks the modules an adapter wraps from a per-`model_type` table when the c
 (`LoraConfig()` without `target_modules`), and raises for a type it does not know. `register_peft_target_modules`
 adds `llada` and `llada2_moe` to the tables of the LoRA family of methods, with the attention projections, as PEFT
 does for Llama and Falcon: LLaDA's query and value projections, and LLaDA2.0's fused query-key-value projection.
-`import llada_hf` calls it when PEFT is installed. To adapt every linear layer instead, pass
-`target_modules="all-linear"`.
+To adapt every linear layer instead, pass `target_modules="all-linear"`.
+
+Importing PEFT takes over a second (it imports bitsandbytes, among others), so `import llada_hf` does not: the
+tables are filled when PEFT is already imported, at `import llada_hf` or when one of our models is created
+([`register_peft_target_modules_if_imported`]). Import PEFT before creating the model (as scripts do), or pass
+`target_modules` explicitly.
 """
+
+import sys
+
 
 PEFT_TARGET_MODULES = {
     "llada": ["q_proj", "v_proj"],
@@ -26,3 +33,9 @@ def register_peft_target_modules() -> None:
         if table is not None:
             for model_type, modules in PEFT_TARGET_MODULES.items():
                 table.setdefault(model_type, list(modules))
+
+
+def register_peft_target_modules_if_imported() -> None:
+    """[`register_peft_target_modules`], if PEFT has been imported (never imports it)."""
+    if "peft.utils.constants" in sys.modules:
+        register_peft_target_modules()
