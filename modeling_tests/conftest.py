@@ -31,3 +31,13 @@ def fresh_compiler_state():
     in the same process, so no test inherits another's compiled kernels."""
     yield
     torch._dynamo.reset()
+
+
+@pytest.fixture
+def one_thread():
+    """For training tests on tiny models: matrices this small gain nothing from intra-op threads, while on a busy
+    2-core machine OpenMP threads waiting on each other made a training 8x slower (260 s instead of 31 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

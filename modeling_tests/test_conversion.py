@@ -191,7 +191,7 @@ def test_callback_must_also_be_the_collator(tmp_path):
 
 
 @pytest.mark.slow
-def test_trained_causal_lm_becomes_a_working_diffusion_model(tmp_path):
+def test_trained_causal_lm_becomes_a_working_diffusion_model(tmp_path, one_thread):
     """examples/convert_ar_to_diffusion.py at full size: Llama trained on digit reversal, converted, WSD-trained."""
     spec = importlib.util.spec_from_file_location("convert_ar_to_diffusion", EXAMPLE)
     example = importlib.util.module_from_spec(spec)

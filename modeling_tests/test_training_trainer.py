@@ -49,16 +49,6 @@ class PromptCheckingCollator:
         return batch
 
 
-@pytest.fixture
-def one_thread():
-    """Matrices this small gain nothing from intra-op threads, while on a busy 2-core machine OpenMP threads waiting
-    on each other made this training 8x slower (260 s instead of 31 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_tiny_llada_trained_from_scratch_with_the_trainer_sorts_digits(tmp_path, one_thread):
     tokenizer = char_tokenizer()
