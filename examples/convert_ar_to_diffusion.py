@@ -118,9 +118,8 @@ def exact_match(model, tokenizer, num_prompts: int, diffusion: bool) -> float:
     answers = torch.tensor([feature["input_ids"][BLOCK_LENGTH : BLOCK_LENGTH + DIGITS] for feature in features])
     if diffusion:
         output = model.generate(
-            prompts, max_new_tokens=BLOCK_LENGTH, block_length=BLOCK_LENGTH, steps=BLOCK_LENGTH,
-            temperature=0.0, mask_token_id=tokenizer.mask_token_id,
-        )  # fmt: skip
+            prompts, max_new_tokens=BLOCK_LENGTH, temperature=0.0, mask_token_id=tokenizer.mask_token_id
+        )  # the block-causal sampler set in the model's generation config (see `run`)
     else:
         attention_mask = torch.ones_like(prompts)
         output = model.generate(prompts, attention_mask=attention_mask, max_new_tokens=DIGITS, do_sample=False)
@@ -134,6 +133,11 @@ def run(output_dir: Path, ar_steps: int = 300, diffusion_steps: int = 400, num_p
     results = {"llama (greedy, causal)": exact_match(llama, tokenizer, num_prompts, diffusion=False)}
 
     model, tokenizer = convert_llama_to_llada(output_dir / "llama", tokenizer=output_dir / "llama")
+    # Sample as the model is trained: block-causal attention, blocks of BLOCK_LENGTH aligned to position 0, one token
+    # per step, exact block KV cache. Saved with the model, so the reloaded model samples the same way by default.
+    model.generation_config.update(
+        block_schedule="absolute", block_length=BLOCK_LENGTH, steps=BLOCK_LENGTH, diffusion_cache="block"
+    )
     results["converted, before diffusion training"] = exact_match(model, tokenizer, num_prompts, diffusion=True)
 
     block_sizes = train_diffusion(model.train(), tokenizer, output_dir, diffusion_steps)

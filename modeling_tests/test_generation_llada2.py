@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorL
 import llada_hf  # noqa: F401  (registers the models)
 from llada_hf.generation import LLaDA2GenerationConfig
 
-from test_generation_llada import RecordingStreamer, tiny_tokenizer
+from test_generation_llada import LLADA_FIXTURE, RecordingStreamer, tiny_tokenizer
 
 
 LLADA2_FIXTURE = "llada2-moe-tiny-random"
@@ -306,3 +306,29 @@ def test_generation_config_and_pipeline(model, tmp_path):
         assert text[0]["generated_text"] == tokenizer.decode(expected[0, 3:], skip_special_tokens=True)
     finally:
         model.generation_config.mask_token_id = None
+
+
+@pytest.mark.parametrize("diffusion_cache", ["block", "none"])
+def test_llada_model_trained_with_block_diffusion_samples_block_causally(request, diffusion_cache):
+    """`block_schedule="absolute"` on a LLaDA 1.x model: LLaDA2.0's block-causal sampling (the prompt fills whole
+    blocks, so both families' quotas agree), exact block cache included."""
+    path = request.config.rootpath / "modeling_tests" / "fixtures" / LLADA_FIXTURE
+    llada = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float64)
+    mask_id, eos_id = llada.config.mask_token_id, llada.config.eos_token_id
+    prompt = prompt_of(8, seed=12)
+    expected, forwards = reference_generate(llada, prompt, 12, 4, 2, 2.0, mask_id=mask_id, eos_id=eos_id)
+    kwargs = {"max_new_tokens": 12, "block_length": 4, "steps": 2, "mask_token_id": mask_id}
+    out = llada.generate(
+        prompt, block_schedule="absolute", diffusion_cache=diffusion_cache, return_dict_in_generate=True, **kwargs
+    )
+    answer = out.sequences[0, 8:]
+    eos_at = (answer == eos_id).nonzero()
+    assert torch.equal(answer[: int(eos_at[0]) + 1] if len(eos_at) else answer, expected)
+    assert out.nfe >= forwards  # LLaDA 1.x rows do not stop after an EOS block
+    bidirectional = llada.generate(prompt, **{**kwargs, "steps": 6})
+    assert not torch.equal(out.sequences, bidirectional)
+    with pytest.raises(ValueError, match="block_schedule"):
+        prompt_llada2 = prompt_of(4, seed=0)
+        AutoModelForCausalLM.from_pretrained(path.parent / LLADA2_FIXTURE).generate(
+            prompt_llada2, max_new_tokens=4, mask_token_id=MASK, block_schedule="prompt"
+        )

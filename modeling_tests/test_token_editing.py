@@ -101,7 +101,9 @@ CASES = [  # prompt length, gen_length, block_length, threshold, editing_thresho
 
 
 @pytest.mark.parametrize("diffusion_cache", ["block", "none"])
-@pytest.mark.parametrize("prompt_length, gen_length, block_length, threshold, editing_threshold, max_post_steps", CASES)
+@pytest.mark.parametrize(
+    "prompt_length, gen_length, block_length, threshold, editing_threshold, max_post_steps", CASES
+)
 def test_matches_reference(
     model, diffusion_cache, prompt_length, gen_length, block_length, threshold, editing_threshold, max_post_steps
 ):
@@ -123,9 +125,7 @@ def test_matches_reference(
 def test_edits_happen_and_change_the_answer(model):
     """The constructed cases really edit (else the comparison above could not tell editing from no editing)."""
     prompt = prompt_of(5, seed=45)
-    plain = model.generate(
-        prompt, max_new_tokens=12, return_dict_in_generate=True, **editing_kwargs(4, 0.95, None, 3)
-    )
+    plain = model.generate(prompt, max_new_tokens=12, return_dict_in_generate=True, **editing_kwargs(4, 0.95, None, 3))
     expected, forwards, edits = reference_editing_generate(model, prompt, 12, 4, 0.95, 0.0, 3)
     assert edits > 0 and forwards > plain.nfe
     assert not torch.equal(answer_until_eos(plain.sequences[0], 5), expected)

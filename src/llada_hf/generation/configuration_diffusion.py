@@ -25,13 +25,14 @@ class DiffusionGenerationConfig(GenerationConfig):
             Answer length returned. The canvas is rounded up to whole blocks where the schedule needs it.
         steps (`int`, *optional*):
             Denoising steps. Its unit depends on `block_schedule`: all blocks together for `"prompt"`, each block for
-            `"absolute"`. `None` with `"prompt"` means one token per step.
+            `"absolute"`. `None` means one token per step.
         block_length (`int`, *optional*):
             Tokens per block (semi-autoregressive decoding).
         block_schedule (`str`, *optional*):
             `"prompt"`: blocks start where the prompt ends and `steps` is the total step count (LLaDA 1.x).
             `"absolute"`: blocks are aligned to each row's first real token, `steps` counts per block and attention is
-            block-causal (LLaDA2.0). Saved so that a saved `steps` keeps its meaning.
+            block-causal (LLaDA2.0; also for LLaDA 1.x models trained with block diffusion, such as converted
+            autoregressive models). Saved so that a saved `steps` keeps its meaning.
         minimal_topk (`int`, *optional*):
             `"absolute"` schedule only: caps the steps per block at `max_new_tokens // minimal_topk` (official LLaDA2).
 

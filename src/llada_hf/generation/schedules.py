@@ -228,8 +228,8 @@ class PromptBlockSchedule(BlockSchedule):
 
 
 class AbsoluteBlockSchedule(BlockSchedule):
-    """LLaDA2.0: blocks aligned to each row's first real token (absolute position 0), `steps` per block capped at
-    `answer_length // minimal_topk`, block-causal attention.
+    """LLaDA2.0: blocks aligned to each row's first real token (absolute position 0), `steps` per block (`None`: one
+    token per step) capped at `answer_length // minimal_topk`, block-causal attention.
 
     Rows with different prompt lengths have their block boundaries at different columns of a left-padded batch. The
     canvas therefore shifts every row by a whole number of blocks so that all rows start their first answer block at
@@ -240,18 +240,18 @@ class AbsoluteBlockSchedule(BlockSchedule):
     name = "absolute"
     block_causal = True
 
-    def __init__(self, block_length: int, steps: int, minimal_topk: int = 1):
+    def __init__(self, block_length: int, steps: int | None, minimal_topk: int = 1):
         super().__init__(block_length, steps)
         self.minimal_topk = minimal_topk
 
     @classmethod
     def from_config(cls, config):
-        return cls(config.block_length, config.steps, minimal_topk=config.minimal_topk)
+        return cls(config.block_length, config.steps, minimal_topk=config.minimal_topk or 1)
 
     def build(self, input_ids, attention_mask, answer_length, exact_length, mask_token_id, fill_token_id, max_length):
         batch_size, prompt_length = input_ids.shape
         block_length = self.block_length
-        steps = min(self.steps, answer_length // self.minimal_topk)
+        steps = min(block_length if self.steps is None else self.steps, answer_length // self.minimal_topk)
         if steps < 1:
             raise ValueError(
                 f"`minimal_topk` ({self.minimal_topk}) is larger than gen_length/max_new_tokens ({answer_length}), "

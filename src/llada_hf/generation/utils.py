@@ -28,17 +28,25 @@ logger = logging.get_logger(__name__)
 
 @dataclass(frozen=True)
 class DiffusionFamily:
-    """What a model family fixes about sampling: its config defaults, policy, and whether a row stops after the block
-    in which it produced EOS (the official LLaDA2 behaviour)."""
+    """What a model family fixes about sampling: its config defaults, policy, the block schedules its models can be
+    sampled with (the first is the default), and whether a row stops after the block in which it produced EOS (the
+    official LLaDA2 behaviour)."""
 
     generation_config_class: type[DiffusionGenerationConfig]
     policy_class: type[TransferPolicy]
+    block_schedules: tuple[str, ...]
     stop_after_eos_block: bool
 
 
 DIFFUSION_FAMILIES = {
-    "llada": DiffusionFamily(LLaDAGenerationConfig, LLaDATransferPolicy, stop_after_eos_block=False),
-    "llada2": DiffusionFamily(LLaDA2GenerationConfig, LLaDA2TransferPolicy, stop_after_eos_block=True),
+    # LLaDA 1.x models are bidirectional; a model trained with block diffusion (e.g. converted from an autoregressive
+    # one) is sampled as trained with the block-causal "absolute" schedule.
+    "llada": DiffusionFamily(
+        LLaDAGenerationConfig, LLaDATransferPolicy, block_schedules=("prompt", "absolute"), stop_after_eos_block=False
+    ),
+    "llada2": DiffusionFamily(
+        LLaDA2GenerationConfig, LLaDA2TransferPolicy, block_schedules=("absolute",), stop_after_eos_block=True
+    ),
 }
 
 
@@ -353,11 +361,10 @@ class DiffusionGenerationMixin(GenerationMixin):
         if config.eos_token_id is None:
             config.eos_token_id = getattr(self.config, "eos_token_id", None)
         config.validate()
-        expected_schedule = family.generation_config_class.family_defaults["block_schedule"]
-        if config.block_schedule != expected_schedule:
+        if config.block_schedule not in family.block_schedules:
             raise ValueError(
-                f"`block_schedule={config.block_schedule!r}` does not match this model; {type(self).__name__} uses "
-                f"{expected_schedule!r}."
+                f"`block_schedule={config.block_schedule!r}` does not apply to this model; {type(self).__name__} is "
+                f"sampled with {list(family.block_schedules)}."
             )
         return config, exact_length
 
