@@ -142,6 +142,11 @@ class TransferPolicy:
         )
 
     @property
+    def draws_noise(self) -> bool:
+        """Whether `propose` draws random numbers (sampling, random remasking)."""
+        return self.temperature > 0 or self.remasking == "random"
+
+    @property
     def stops_when_block_filled(self) -> bool:
         """Whether a block ends as soon as it has no mask left rather than after its planned steps."""
         return self.family_stops_when_block_filled or self.parallel_decoding != "quota" or self.threshold is not None

@@ -122,12 +122,18 @@ class BlockSchedule:
         """End of the canvas columns a step on `block` must see (its keys start at column 0)."""
         raise NotImplementedError
 
-    def candidate_span(self, canvas: DiffusionCanvas, block: Block) -> tuple[int, int]:
-        """Columns whose predictions the transfer policy ranks during `block`."""
+    def candidate_span(
+        self, canvas: DiffusionCanvas, block: Block, rows: torch.LongTensor, mask_token_id: int, full_canvas: bool
+    ) -> tuple[int, int]:
+        """Columns whose predictions the transfer policy ranks during `block` (for the batch `rows`). `full_canvas`:
+        the span must be the official sampler's (its random draws and logits processors depend on its shape)."""
         raise NotImplementedError
 
-    def candidates(self, tokens: torch.LongTensor, block: Block, mask_token_id: int) -> torch.BoolTensor:
-        """Positions of `candidate_span` that may be committed now (`tokens` holds the rows being denoised)."""
+    def candidates(
+        self, tokens: torch.LongTensor, block: Block, span: tuple[int, int], mask_token_id: int
+    ) -> torch.BoolTensor:
+        """`[rows, span]`: the positions of the `span` columns that may be committed now (`tokens` holds the rows being
+        denoised)."""
         raise NotImplementedError
 
     def to_resolve(self, tokens: torch.LongTensor, block: Block, mask_token_id: int) -> torch.BoolTensor:
@@ -202,14 +208,19 @@ class PromptBlockSchedule(BlockSchedule):
     def window_end(self, canvas, block):
         return canvas.tokens.shape[1]
 
-    def candidate_span(self, canvas, block):
-        # As generate.py: every masked position left of the block's end competes (prompt masks included); the span is
-        # the whole canvas so that sampling draws its noise over the same shape as generate.py.
-        return 0, canvas.tokens.shape[1]
+    def candidate_span(self, canvas, block, rows, mask_token_id, full_canvas):
+        # As generate.py: every masked position left of the block's end competes (prompt masks included), and the
+        # official span is the whole canvas. Where its shape does not matter, the span starts at the first mask, so the
+        # LM head and the softmax skip the prompt and the committed blocks.
+        if full_canvas:
+            return 0, canvas.tokens.shape[1]
+        masked_before = (canvas.tokens[rows, : block.start] == mask_token_id).any(dim=0)
+        first_mask = int(masked_before.long().argmax()) if bool(masked_before.any()) else block.start
+        return first_mask, block.end
 
-    def candidates(self, tokens, block, mask_token_id):
-        columns = torch.arange(tokens.shape[1], device=tokens.device)
-        return (tokens == mask_token_id) & (columns < block.end)
+    def candidates(self, tokens, block, span, mask_token_id):
+        columns = torch.arange(span[0], span[1], device=tokens.device)
+        return (tokens[:, span[0] : span[1]] == mask_token_id) & (columns < block.end)
 
     def to_resolve(self, tokens, block, mask_token_id):
         # The block's masks as in generate.py, plus the prompt's for the first block (infilling): generate.py lets
@@ -303,14 +314,14 @@ class AbsoluteBlockSchedule(BlockSchedule):
     def window_end(self, canvas, block):
         return block.end
 
-    def candidate_span(self, canvas, block):
+    def candidate_span(self, canvas, block, rows, mask_token_id, full_canvas):
         return block.start, block.end
 
-    def candidates(self, tokens, block, mask_token_id):
-        return tokens[:, block.start : block.end] == mask_token_id
+    def candidates(self, tokens, block, span, mask_token_id):
+        return tokens[:, span[0] : span[1]] == mask_token_id
 
     def to_resolve(self, tokens, block, mask_token_id):
-        return self.candidates(tokens, block, mask_token_id)
+        return tokens[:, block.start : block.end] == mask_token_id
 
     def model_inputs(self, canvas, rows, columns):
         start, end, key_end = columns

@@ -148,7 +148,8 @@ class DiffusionGenerationMixin(GenerationMixin):
                 Base parametrization; unset fields fall back to the model's `generation_config`, then to the family
                 defaults. Keyword arguments matching its fields override it.
             logits_processor (`LogitsProcessorList`, *optional*):
-                Applied to the `[batch, positions, vocab]` logits of the candidate positions before tokens are chosen.
+                Applied to the `[batch, columns, vocab]` logits before tokens are chosen: those of the whole canvas
+                (prompt and answer, LLaDA 1.x) or of the active block (LLaDA2).
             streamer (`BaseStreamer`, *optional*):
                 Receives the prompt, then committed answer tokens as soon as they are final (`put`), and, if it has
                 `put_draft` (e.g. `TextDiffusionStreamer`), the current draft after every step. Batch size 1.
@@ -214,15 +215,17 @@ class DiffusionGenerationMixin(GenerationMixin):
             if policy.parallel_decoding == "quota":
                 to_resolve = schedule.to_resolve(tokens[rows], block, mask_token_id)
                 quota = policy.block_quota(to_resolve, canvas.steps_per_block)
-            schedule_span = schedule.candidate_span(canvas, block)
+            # Random draws and logits processors see the official sampler's span (LLaDA 1.x: the whole canvas).
+            full_span = policy.draws_noise or logits_processor is not None
+            schedule_span = schedule.candidate_span(canvas, block, rows, mask_token_id, full_span)
             max_steps = policy.max_block_steps(canvas.steps_per_block, block.end - block.start)
             if editing is not None:
-                editing.start_block(schedule.candidates(tokens[rows], block, mask_token_id))
+                editing.start_block(schedule.candidates(tokens[rows], block, schedule_span, mask_token_id))
                 max_steps = editing.max_block_steps(max_steps)
             for step in range(max_steps):
                 progress.update()
                 # The forward does not change the canvas: the candidates seen now are the ones the policy ranks.
-                candidates = schedule.candidates(tokens[rows], block, mask_token_id)
+                candidates = schedule.candidates(tokens[rows], block, schedule_span, mask_token_id)
                 if editing is not None:
                     if not bool(editing.start_step(candidates).any()):
                         break
