@@ -110,7 +110,11 @@ def write_checkpoint(family: str, folder: Path, layers: int | None, hidden: int 
         if layers:
             config.num_hidden_layers = layers
         if hidden:
-            config.hidden_size, config.intermediate_size, config.moe_intermediate_size = hidden, 2 * hidden, hidden // 2
+            config.hidden_size, config.intermediate_size, config.moe_intermediate_size = (
+                hidden,
+                2 * hidden,
+                hidden // 2,
+            )
         model_class = LLaDA2MoeModelLM
     path = folder / family
     torch.manual_seed(0)

@@ -59,8 +59,12 @@ CHAT_TEMPLATE = (
 # Words (with their leading space), single digits, newlines and punctuation are tokens; decoding concatenates them.
 PRE_TOKENIZER_PATTERN = r" ?[A-Za-z]+| ?[0-9]|\n| ?[^\sA-Za-z0-9]"
 
-NAMES = "Ada Ben Cleo Dan Eva Finn Gus Hana Ivo Jade Kai Lena Milo Nora Omar Pia Quin Rosa Sam Tara Uma Vic Wes Yuri Zoe"
-CITIES = "Oslo Rome Lima Cairo Quito Perth Riga Kyiv Baku Doha Hanoi Lagos Minsk Nice Porto Sofia Tunis Turin Bern Lyon"
+NAMES = (
+    "Ada Ben Cleo Dan Eva Finn Gus Hana Ivo Jade Kai Lena Milo Nora Omar Pia Quin Rosa Sam Tara Uma Vic Wes Yuri Zoe"
+)
+CITIES = (
+    "Oslo Rome Lima Cairo Quito Perth Riga Kyiv Baku Doha Hanoi Lagos Minsk Nice Porto Sofia Tunis Turin Bern Lyon"
+)
 NAMES, CITIES = NAMES.split(), CITIES.split()
 
 # Sampler defaults saved in generation_config.json (also used for the evaluation below): every answer fits in 16

@@ -209,5 +209,6 @@ def main():
     for name, forward_accuracy, reversed_accuracy, question in rows:
         print(f"{name:<20}{forward_accuracy:>9.1%}{reversed_accuracy:>10.1%}   {question}")
 
+
 if __name__ == "__main__":
     main()

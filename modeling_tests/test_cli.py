@@ -39,7 +39,9 @@ def test_generate_shows_drafts(capsys):
     code = main(["generate", "--drafts", DEMO_PROMPT])
     out = capsys.readouterr().out
     assert code == 0
-    drafts = re.compile(r"\x1b7\x1b\[33m.*?\x1b\[0m\x1b8\x1b\[J")  # TextDiffusionStreamer: drawn in yellow, then erased
+    drafts = re.compile(
+        r"\x1b7\x1b\[33m.*?\x1b\[0m\x1b8\x1b\[J"
+    )  # TextDiffusionStreamer: drawn in yellow, then erased
     assert drafts.search(out)
     assert drafts.sub("", out).strip() == DEMO_ANSWER
 

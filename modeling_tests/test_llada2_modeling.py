@@ -183,8 +183,14 @@ def test_released_mini_config_reads_and_saves_unchanged(fixtures_dir, tmp_path):
 def test_defaults_describe_llada2_mini(fixtures_dir):
     released = json.loads((fixtures_dir / MINI_CONFIG).read_text())
     default = LLaDA2MoeConfig()
-    not_fields = {"architectures", "dtype", "transformers_version", "rope_scaling", "norm_softmax",
-                  "using_split_qkv_in_self_attention"}
+    not_fields = {
+        "architectures",
+        "dtype",
+        "transformers_version",
+        "rope_scaling",
+        "norm_softmax",
+        "using_split_qkv_in_self_attention",
+    }
     assert {k: getattr(default, k) for k in released if k not in not_fields} == {
         k: v for k, v in released.items() if k not in not_fields
     }

@@ -78,8 +78,16 @@ def test_missing_architecture_key_in_released_file_raises(fixtures_dir):
 
 
 @pytest.mark.parametrize(
-    "option", [dict(alibi=True), dict(block_type="sequential"), dict(layer_norm_type="default"), dict(rope=False),
-               dict(include_bias=True), dict(scale_logits=True), dict(clip_qkv=8.0)]
+    "option",
+    [
+        dict(alibi=True),
+        dict(block_type="sequential"),
+        dict(layer_norm_type="default"),
+        dict(rope=False),
+        dict(include_bias=True),
+        dict(scale_logits=True),
+        dict(clip_qkv=8.0),
+    ],
 )
 def test_unimplemented_options_raise(option):
     with pytest.raises(ValueError, match=next(iter(option))):
@@ -102,8 +110,12 @@ def test_auto_classes_load_released_checkpoint(fixtures_dir, auto_class):
     state = model.state_dict()
     assert torch.equal(state["lm_head.weight"], released["model.transformer.ff_out.weight"])
     assert torch.equal(state["model.embed_tokens.weight"], released["model.transformer.wte.weight"])
-    assert torch.equal(state["model.layers.1.mlp.down_proj.weight"], released["model.transformer.blocks.1.ff_out.weight"])
-    assert torch.equal(state["model.layers.0.self_attn.o_proj.weight"], released["model.transformer.blocks.0.attn_out.weight"])
+    assert torch.equal(
+        state["model.layers.1.mlp.down_proj.weight"], released["model.transformer.blocks.1.ff_out.weight"]
+    )
+    assert torch.equal(
+        state["model.layers.0.self_attn.o_proj.weight"], released["model.transformer.blocks.0.attn_out.weight"]
+    )
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()  # weight_tying: false
 
 
@@ -296,8 +308,15 @@ print(json.dumps({"weights": weights, "peak_above_baseline": peak[0] - baseline}
 @pytest.mark.slow
 def test_from_pretrained_peak_memory_is_close_to_weight_size(tmp_path):
     """~200M-parameter bf16 checkpoint: loading must not materialise a random copy first."""
-    config = tiny_config(d_model=1024, n_heads=16, n_kv_heads=16, n_layers=12, mlp_hidden_size=4096,
-                         vocab_size=32000, embedding_size=32000)
+    config = tiny_config(
+        d_model=1024,
+        n_heads=16,
+        n_kv_heads=16,
+        n_layers=12,
+        mlp_hidden_size=4096,
+        vocab_size=32000,
+        embedding_size=32000,
+    )
     with torch.device("meta"):
         meta_model = LLaDAModelLM(config)
     model = meta_model.to_empty(device="cpu").to(torch.bfloat16)
@@ -305,8 +324,9 @@ def test_from_pretrained_peak_memory_is_close_to_weight_size(tmp_path):
         torch.nn.init.normal_(parameter, std=0.02)
     model.save_pretrained(tmp_path)
     del model, meta_model
-    result = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(tmp_path)], capture_output=True, text=True, check=True
+    )
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["weights"] > 350e6
     assert figures["peak_above_baseline"] < 1.3 * figures["weights"], figures

@@ -79,6 +79,7 @@ def test_policy_and_reference_share_draws_and_the_margin_grows(tmp_path):
     assert reference is not model and not any(p.requires_grad for p in reference.parameters())
     reference_weights = {name: p.clone() for name, p in reference.named_parameters()}
     seen = {"policy": [], "reference": []}
+
     def recorder(key):
         return lambda module, args, kwargs: seen[key].append(kwargs["input_ids"])
 

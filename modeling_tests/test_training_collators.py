@@ -68,7 +68,9 @@ def test_pretraining_cuts_about_one_batch_in_a_hundred_to_a_random_length():
 
 
 def test_pretraining_pads_unsupervised_and_hides_the_padding():
-    collator = DataCollatorForDiffusionPretraining(mask_token_id=MASK, pad_token_id=PAD, random_length_prob=0.0, seed=0)
+    collator = DataCollatorForDiffusionPretraining(
+        mask_token_id=MASK, pad_token_id=PAD, random_length_prob=0.0, seed=0
+    )
     batch = collator([{"input_ids": [1, 2, 3, 4, 5]}, {"input_ids": [6, 7]}])
     assert batch["input_ids"][1, 2:].tolist() == [PAD, PAD, PAD]
     assert batch["labels"][1, 2:].tolist() == [-100] * 3
@@ -189,9 +191,22 @@ def test_block_size_none_makes_each_row_one_block():
 def tiny_llada2() -> LLaDA2MoeModelLM:
     torch.manual_seed(0)
     config = LLaDA2MoeConfig(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, moe_intermediate_size=16, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_experts=4, num_experts_per_tok=2, n_group=2,
-        topk_group=1, first_k_dense_replace=1, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        moe_intermediate_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        first_k_dense_replace=1,
+        mask_token_id=MASK,
+        eos_token_id=EOS,
+        pad_token_id=EOS,
     )
     return LLaDA2MoeModelLM(config).eval()
 
@@ -213,14 +228,25 @@ def test_block_diffusion_training_sees_each_block_as_the_block_causal_sampler_do
             blocks = torch.arange(end) // block_size
             block_causal = (blocks[None, :] <= blocks[:, None])[None, None].expand(2, -1, -1, -1)
             sampler_logits = model(canvas, attention_mask=block_causal).logits[:, end - block_size :]
-            torch.testing.assert_close(training_logits[:, end - block_size : end], sampler_logits, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                training_logits[:, end - block_size : end], sampler_logits, rtol=1e-4, atol=1e-4
+            )
 
 
 def tiny_llada() -> LLaDAModelLM:
     torch.manual_seed(0)
     config = LLaDAConfig(
-        d_model=32, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=64, vocab_size=VOCAB, embedding_size=VOCAB,
-        max_sequence_length=64, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD,
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=4,
+        n_layers=2,
+        mlp_hidden_size=64,
+        vocab_size=VOCAB,
+        embedding_size=VOCAB,
+        max_sequence_length=64,
+        mask_token_id=MASK,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
     )
     return LLaDAModelLM(config).eval()
 

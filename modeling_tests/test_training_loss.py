@@ -20,8 +20,17 @@ VOCAB, MASK, EOS = 32, 31, 30
 def tiny_model(seed=0, **overrides) -> LLaDAModelLM:
     torch.manual_seed(seed)
     values = dict(
-        d_model=64, n_heads=4, n_kv_heads=4, n_layers=2, mlp_hidden_size=128, vocab_size=VOCAB, embedding_size=VOCAB,
-        max_sequence_length=64, mask_token_id=MASK, eos_token_id=EOS, pad_token_id=EOS,
+        d_model=64,
+        n_heads=4,
+        n_kv_heads=4,
+        n_layers=2,
+        mlp_hidden_size=128,
+        vocab_size=VOCAB,
+        embedding_size=VOCAB,
+        max_sequence_length=64,
+        mask_token_id=MASK,
+        eos_token_id=EOS,
+        pad_token_id=EOS,
     )
     values.update(overrides)
     return LLaDAModelLM(LLaDAConfig(**values))
@@ -73,7 +82,9 @@ def test_forward_loss_is_llada_eq3_with_pretraining_and_sft_normalisers():
 
     per_row = masked_diffusion_loss(sft.logits, labels, p_mask, loss_normalizer=1.0, reduction="none")
     assert per_row.shape == (2,)
-    assert per_row[1].item() == pytest.approx(4 * hand_computed_eq3(sft.logits[1:], labels[1:], p_mask[1:], [4]), rel=1e-5)
+    assert per_row[1].item() == pytest.approx(
+        4 * hand_computed_eq3(sft.logits[1:], labels[1:], p_mask[1:], [4]), rel=1e-5
+    )
 
 
 def test_llada2_forward_computes_the_same_eq3_loss():

@@ -223,8 +223,8 @@ class TokenEditing:
     steps, and leaves the block at the first of those that edits nothing. Rows that left the block wait unchanged for
     the others, so every row gets the tokens it would get alone.
 
-    Call [`TokenEditing.start_block`] before a block's first step, then per step [`TokenEditing.start_step`] (before the
-    forward pass) and [`TokenEditing.add_edits`] (after the policy's selection).
+    Call [`TokenEditing.start_block`] before a block's first step, then per step [`TokenEditing.start_step`] (before
+    the forward pass) and [`TokenEditing.add_edits`] (after the policy's selection).
     """
 
     def __init__(self, editing_threshold: float, max_post_steps: int):
@@ -251,8 +251,8 @@ class TokenEditing:
     def add_edits(
         self, transfer: torch.BoolTensor, proposal: Proposal, block_tokens: torch.LongTensor, mask_token_id: int
     ) -> torch.BoolTensor:
-        """The step's commits `transfer` `[rows, block]` plus its edits (in working rows). A row that had no mask at the
-        start of the step and edits nothing leaves the block."""
+        """The step's commits `transfer` `[rows, block]` plus its edits (in working rows). A row that had no mask at
+        the start of the step and edits nothing leaves the block."""
         edits = (
             self.editable
             & (block_tokens != mask_token_id)
