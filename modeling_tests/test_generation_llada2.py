@@ -35,13 +35,8 @@ def reference_generate(
     """One prompt `[1, L]` -> (answer up to and including the first EOS, number of forward passes)."""
     steps = min(steps, gen_length // minimal_topk)
     prompt_len = prompt.shape[1]
-    num_blocks = -(-(prompt_len + gen_length) // block_length)
-    total = num_blocks * block_length
-    block_of = torch.arange(total) // block_length
-    attend = (block_of[None, :] <= block_of[:, None])[None, None]
-    positions = torch.arange(total)[None]
-    x = torch.full((1, total), mask_id, dtype=torch.long)
-    x[:, :prompt_len] = prompt
+    x, attend, positions = block_causal_canvas(prompt, gen_length, block_length, mask_id)
+    num_blocks = x.shape[1] // block_length
     quota = [block_length // steps + (i < block_length % steps) for i in range(steps)]
     forwards = 0
     for b in range(prompt_len // block_length, num_blocks):
@@ -67,9 +62,18 @@ def reference_generate(
             x[0, end - block_length : end][chosen] = x0[chosen]
         if (x[0, prompt_len:end] == eos_id).any():
             break
-    answer = x[0, prompt_len : prompt_len + gen_length]
-    eos_at = (answer == eos_id).nonzero()
-    return (answer[: int(eos_at[0]) + 1] if len(eos_at) else answer), forwards
+    return answer_until_eos(x[0, : prompt_len + gen_length], prompt_len, eos_id), forwards
+
+
+def block_causal_canvas(prompt, gen_length, block_length, mask_id):
+    """The official LLaDA2 layout of one prompt `[1, L]`: the canvas (prompt, then masks, up to a whole number of
+    blocks counted from position 0), its block-causal 4-D mask and its positions."""
+    total = -(-(prompt.shape[1] + gen_length) // block_length) * block_length
+    block_of = torch.arange(total) // block_length
+    attend = (block_of[None, :] <= block_of[:, None])[None, None]
+    x = torch.full((1, total), mask_id, dtype=torch.long)
+    x[:, : prompt.shape[1]] = prompt
+    return x, attend, torch.arange(total)[None]
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +86,9 @@ def prompt_of(length, seed):
     return torch.randint(0, 120, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
-def answer_until_eos(sequence, prompt_length):
+def answer_until_eos(sequence, prompt_length, eos_id=EOS):
     answer = sequence[prompt_length:]
-    eos_at = (answer == EOS).nonzero()
+    eos_at = (answer == eos_id).nonzero()
     return answer[: int(eos_at[0]) + 1] if len(eos_at) else answer
 
 
@@ -321,9 +325,7 @@ def test_llada_model_trained_with_block_diffusion_samples_block_causally(request
     out = llada.generate(
         prompt, block_schedule="absolute", diffusion_cache=diffusion_cache, return_dict_in_generate=True, **kwargs
     )
-    answer = out.sequences[0, 8:]
-    eos_at = (answer == eos_id).nonzero()
-    assert torch.equal(answer[: int(eos_at[0]) + 1] if len(eos_at) else answer, expected)
+    assert torch.equal(answer_until_eos(out.sequences[0], 8, eos_id), expected)
     assert out.nfe >= forwards  # LLaDA 1.x rows do not stop after an EOS block
     bidirectional = llada.generate(prompt, **{**kwargs, "steps": 6})
     assert not torch.equal(out.sequences, bidirectional)

@@ -18,22 +18,23 @@ import llada_hf  # noqa: F401  (registers the models)
 
 from test_fast_sampling import tiny_llada
 from test_generation_llada import RecordingStreamer
-from test_generation_llada2 import EOS, LLADA2_FIXTURE, MASK, answer_until_eos, prompt_of
+from test_generation_llada2 import (
+    EOS,
+    LLADA2_FIXTURE,
+    MASK,
+    answer_until_eos,
+    block_causal_canvas,
+    prompt_of,
+)
 
 
 @torch.no_grad()
 def reference_editing_generate(model, prompt, gen_length, block_length, threshold, editing_threshold, max_post_steps):
     """One prompt `[1, L]` -> (answer up to and including the first EOS, forward passes, edits made)."""
     prompt_len = prompt.shape[1]
-    num_blocks = -(-(prompt_len + gen_length) // block_length)
-    total = num_blocks * block_length
-    block_of = torch.arange(total) // block_length
-    attend = (block_of[None, :] <= block_of[:, None])[None, None]
-    positions = torch.arange(total)[None]
-    x = torch.full((1, total), MASK, dtype=torch.long)
-    x[:, :prompt_len] = prompt
+    x, attend, positions = block_causal_canvas(prompt, gen_length, block_length, MASK)
     forwards = edits_made = 0
-    for b in range(prompt_len // block_length, num_blocks):
+    for b in range(prompt_len // block_length, x.shape[1] // block_length):
         start, end = b * block_length, (b + 1) * block_length
         in_prompt = torch.arange(start, end) < prompt_len
         post_steps = 0
@@ -62,9 +63,7 @@ def reference_editing_generate(model, prompt, gen_length, block_length, threshol
                 break
         if (x[0, prompt_len:end] == EOS).any():
             break
-    answer = x[0, prompt_len : prompt_len + gen_length]
-    eos_at = (answer == EOS).nonzero()
-    return (answer[: int(eos_at[0]) + 1] if len(eos_at) else answer), forwards, edits_made
+    return answer_until_eos(x[0, : prompt_len + gen_length], prompt_len), forwards, edits_made
 
 
 class NoMaskToken(LogitsProcessor):

@@ -249,25 +249,32 @@ class DiffusionGenerationConfig(GenerationConfig):
         raise NotImplementedError(f"{self.__class__.__name__} has no autoregressive generation mode.")
 
 
+# Defaults both families share: the official samplers' ranking and selection, greedy, no guidance, no EOS options, and
+# plain tensor outputs.
+_OFFICIAL_SAMPLER_DEFAULTS = {
+    "remasking": "low_confidence",
+    "parallel_decoding": "quota",
+    "temperature": 0.0,
+    "do_sample": False,
+    "cfg_scale": 0.0,
+    "logits_eos_inf": False,
+    "confidence_eos_eot_inf": False,
+    "eos_early_stop": False,
+    "output_history": False,
+    "show_progress": False,
+    "return_dict_in_generate": False,
+}
+
+
 class LLaDAGenerationConfig(DiffusionGenerationConfig):
     """[`DiffusionGenerationConfig`] with the LLaDA 1.x defaults of the official model card (`generate.py`)."""
 
     family_defaults = {
+        **_OFFICIAL_SAMPLER_DEFAULTS,
         "max_new_tokens": 128,
         "block_length": 32,
         "block_schedule": "prompt",
-        "remasking": "low_confidence",
-        "parallel_decoding": "quota",
-        "temperature": 0.0,
-        "do_sample": False,
-        "cfg_scale": 0.0,
-        "logits_eos_inf": False,
-        "confidence_eos_eot_inf": False,
-        "eos_early_stop": False,
         "diffusion_cache": "none",
-        "output_history": False,
-        "show_progress": False,
-        "return_dict_in_generate": False,
     }
 
 
@@ -275,25 +282,15 @@ class LLaDA2GenerationConfig(DiffusionGenerationConfig):
     """[`DiffusionGenerationConfig`] with the LLaDA2.0 defaults of the official `generate()` and model card."""
 
     family_defaults = {
+        **_OFFICIAL_SAMPLER_DEFAULTS,
         "max_new_tokens": 512,
         "steps": 32,
         "block_length": 32,
         "block_schedule": "absolute",
         "minimal_topk": 1,
-        "remasking": "low_confidence",
-        "parallel_decoding": "quota",
         "threshold": 0.95,
         "max_post_steps": 16,
-        "temperature": 0.0,
-        "do_sample": False,
-        "cfg_scale": 0.0,
-        "logits_eos_inf": False,
-        "confidence_eos_eot_inf": False,
-        "eos_early_stop": False,
         "diffusion_cache": "block",
-        "output_history": False,
-        "show_progress": False,
-        "return_dict_in_generate": False,
     }
 
 

@@ -67,6 +67,11 @@ class DiffusionCanvas:
         return torch.where(self.output_cols >= 0, gathered, padding)
 
 
+def first_or_length(flags: torch.BoolTensor) -> int:
+    """Index of the first True of a 1-D tensor, or its length if there is none."""
+    return int(flags.long().argmax()) if bool(flags.any()) else flags.numel()
+
+
 def prompt_lengths(input_ids: torch.LongTensor, attention_mask: torch.Tensor | None) -> torch.LongTensor:
     """Real prompt length of every row. Left padding only: right-padded or empty rows raise a `ValueError`."""
     batch_size, length = input_ids.shape
@@ -215,8 +220,7 @@ class PromptBlockSchedule(BlockSchedule):
         if full_canvas:
             return 0, canvas.tokens.shape[1]
         masked_before = (canvas.tokens[rows, : block.start] == mask_token_id).any(dim=0)
-        first_mask = int(masked_before.long().argmax()) if bool(masked_before.any()) else block.start
-        return first_mask, block.end
+        return first_or_length(masked_before), block.end
 
     def candidates(self, tokens, block, span, mask_token_id):
         columns = torch.arange(span[0], span[1], device=tokens.device)

@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput, logging
 from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy, ForwardColumns
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
 from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy, suppress_tokens
-from .schedules import BLOCK_SCHEDULES, BlockSchedule, DiffusionCanvas
+from .schedules import BLOCK_SCHEDULES, BlockSchedule, DiffusionCanvas, first_or_length
 
 
 logger = logging.get_logger(__name__)
@@ -29,8 +29,7 @@ logger = logging.get_logger(__name__)
 @dataclass(frozen=True)
 class DiffusionFamily:
     """What a model family fixes about sampling: its config defaults, policy, the block schedules its models can be
-    sampled with (the first is the default), and whether a row stops after the block in which it produced EOS (the
-    official LLaDA2 behaviour)."""
+    sampled with, and whether a row stops after the block in which it produced EOS (the official LLaDA2 behaviour)."""
 
     generation_config_class: type[DiffusionGenerationConfig]
     policy_class: type[TransferPolicy]
@@ -220,13 +219,14 @@ class DiffusionGenerationMixin(GenerationMixin):
             schedule_span = schedule.candidate_span(canvas, block, rows, mask_token_id, full_span)
             max_steps = policy.max_block_steps(canvas.steps_per_block, block.end - block.start)
             if editing is not None:
-                editing.start_block(schedule.candidates(tokens[rows], block, schedule_span, mask_token_id))
                 max_steps = editing.max_block_steps(max_steps)
             for step in range(max_steps):
                 progress.update()
                 # The forward does not change the canvas: the candidates seen now are the ones the policy ranks.
                 candidates = schedule.candidates(tokens[rows], block, schedule_span, mask_token_id)
                 if editing is not None:
+                    if step == 0:
+                        editing.start_block(candidates)
                     if not bool(editing.start_step(candidates).any()):
                         break
                 elif policy.stops_when_block_filled and not bool(candidates.any()):
@@ -252,6 +252,7 @@ class DiffusionGenerationMixin(GenerationMixin):
                     logits = suppress_tokens(logits, eos_token_ids)
                 proposal = policy.propose(logits, generator)
                 candidates = candidates[:, span_start - schedule_span[0] : span_end - schedule_span[0]]
+                # Steps past the planned ones (token editing's post steps) have no mask left to commit.
                 step_quota = None if quota is None else quota[:, min(step, quota.shape[1] - 1)]
                 transfer = policy.select(proposal, candidates, step_quota)
                 if editing is not None:  # the span is the block (block-causal schedule)
@@ -482,7 +483,7 @@ class DiffusionGenerationMixin(GenerationMixin):
         answer tokens have been streamed."""
         prompt_length = input_ids.shape[1]
         answer = canvas.to_output(tokens, input_ids)[0, prompt_length:]
-        final = _first_or_length(answer == mask_token_id)
+        final = first_or_length(answer == mask_token_id)
         if final_before is not None:
             final = min(final, int((canvas.answer_cols[0] < final_before).sum()))
         if final > streamed:
@@ -493,7 +494,7 @@ class DiffusionGenerationMixin(GenerationMixin):
             span = draft[:, span_start : span_start + x0.shape[1]]
             span.copy_(torch.where(span == mask_token_id, x0, span))
             draft_answer = canvas.to_output(draft, input_ids)[0, prompt_length:]
-            streamer.put_draft(draft_answer[streamed : _first_or_length(draft_answer == mask_token_id)].cpu())
+            streamer.put_draft(draft_answer[streamed : first_or_length(draft_answer == mask_token_id)].cpu())
         return streamed
 
 
@@ -517,11 +518,6 @@ def _padding_token_id(pad_token_id: int | None, eos_token_ids: list[int], mask_t
     if pad_token_id is not None:
         return pad_token_id
     return eos_token_ids[0] if eos_token_ids else int(mask_token_id == 0)
-
-
-def _first_or_length(flags: torch.BoolTensor) -> int:
-    """Index of the first True of a 1-D tensor, or its length if there is none."""
-    return int(flags.long().argmax()) if bool(flags.any()) else flags.numel()
 
 
 def _fill_after_eos(sequences, prompt_length, rows, eos_token_ids) -> torch.LongTensor:
