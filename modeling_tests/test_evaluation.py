@@ -1,15 +1,17 @@
-"""The `llada_hf` lm-eval model, offline on a local task, through lm-eval's CLI and through `simple_evaluate`."""
+"""The `llada_hf` lm-eval model, offline on a local task, through lm-eval's CLI and through `simple_evaluate`; lm-eval's
+own `hf` model warns that it scores our models wrongly."""
 
 import json
 import os
 import random
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 
-from reversal_task import random_digits, reversal_example, trained_reversal_model
+from reversal_task import build_tokenizer, random_digits, reversal_example, tiny_llada, trained_reversal_model
 
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -128,3 +130,49 @@ def test_rolling_loglikelihood_and_greedy_check_in_process():
         disable_tqdm=True,
     )
     assert correct_greedy and not wrong_greedy and correct_score > wrong_score
+
+
+HF_WARNING = "llada-hf-eval --model llada_hf"
+
+
+@pytest.fixture(scope="module")
+def untrained_folder(tmp_path_factory):
+    """A saved tiny random LLaDA and its tokenizer: enough to load, nothing is scored."""
+    folder = tmp_path_factory.mktemp("untrained")
+    tokenizer = build_tokenizer()
+    tiny_llada(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("pretrained", ["folder", "instance", "peft"])
+def test_lm_eval_hf_model_warns_once_that_it_scores_a_diffusion_model_wrongly(untrained_folder, pretrained):
+    from lm_eval.models.huggingface import HFLM
+
+    if pretrained == "folder":
+        kwargs = {"pretrained": str(untrained_folder), "dtype": "float32"}
+    else:
+        tokenizer = build_tokenizer()
+        model = tiny_llada(tokenizer)
+        if pretrained == "peft":
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(target_modules=["q_proj", "v_proj"]))
+        kwargs = {"pretrained": model, "tokenizer": tokenizer}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        HFLM(device="cpu", **kwargs)
+    messages = [str(warning.message) for warning in caught if HF_WARNING in str(warning.message)]
+    assert len(messages) == 1, messages
+    assert "masked-diffusion" in messages[0] and "LLaDAModelLM" in messages[0]
+
+
+def test_llada_hf_lm_eval_model_does_not_warn(untrained_folder):
+    from lm_eval.models.huggingface import HFLM  # noqa: F401  (the check only runs once lm-eval's `hf` is imported)
+
+    from llada_hf.evaluation import DiffusionLMEval
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DiffusionLMEval(pretrained=str(untrained_folder), device="cpu", dtype="float32")
+    assert not [warning for warning in caught if HF_WARNING in str(warning.message)]
