@@ -8,6 +8,9 @@
 
 On the command line, `python -m llada_hf.evaluation` (or `llada-hf-eval`) is lm-eval's own CLI with the model
 registered: `python -m llada_hf.evaluation run --model llada_hf --model_args pretrained=... --tasks ...`.
+
+lm-eval's own `--model hf` (`HFLM`) scores next-token log-likelihoods, which is wrong for a masked-diffusion model: it
+warns when it loads one of our models (`llada_hf.integrations.lm_eval`).
 """
 
 try:

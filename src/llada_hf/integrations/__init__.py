@@ -1,1 +1,2 @@
-"""Integrations with other libraries (bitsandbytes quantization, PEFT)."""
+"""Integrations with other libraries (bitsandbytes quantization, PEFT, and guards against TRL's trainers and lm-eval's
+`hf` model, which would treat our models as autoregressive)."""
