@@ -70,7 +70,13 @@ NAMES, CITIES = NAMES.split(), CITIES.split()
 # Sampler defaults saved in generation_config.json (also used for the evaluation below): every answer fits in 16
 # tokens, one token per step, in semi-autoregressive blocks of 2 (on held-out sorts, 77% exact match against 29% for
 # one 16-token block, which commits the most confident digits first and repeats them).
-GENERATION_DEFAULTS = {"max_new_tokens": 16, "steps": 16, "block_length": 2, "remasking": "low_confidence"}
+GENERATION_DEFAULTS = {
+    "max_new_tokens": 16,
+    "canvas_length": 16,
+    "steps": 16,
+    "block_length": 2,
+    "remasking": "low_confidence",
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

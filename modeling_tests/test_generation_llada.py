@@ -427,11 +427,11 @@ def test_plain_generation_config_is_accepted(model):
         ({"max_new_tokens": 8, "steps": 2.5}, TypeError, "steps"),
         ({"max_new_tokens": 8, "temperature": -0.1}, ValueError, "temperature"),
         ({"max_new_tokens": 8, "pad_token_id": MASK}, ValueError, "pad_token_id"),
-        ({"max_new_tokens": 300}, ValueError, "maximum sequence length"),
+        ({"gen_length": 320, "steps": 320}, ValueError, "maximum sequence length"),
         ({"max_new_tokens": 8, "remasking": "lowest"}, ValueError, "remasking"),
         ({"max_new_tokens": 8, "block_schedule": "causal"}, ValueError, "block_schedule"),
         ({"max_new_tokens": 8, "diffusion_cache": "block"}, ValueError, "diffusion_cache"),
-        ({"max_new_tokens": 8, "do_sample": True}, ValueError, "do_sample"),
+        ({"max_new_tokens": 8, "num_beams": 2}, ValueError, "num_beams"),
         ({"max_new_tokens": 8, "beams": 2}, TypeError, "beams"),
     ],
 )

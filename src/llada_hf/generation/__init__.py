@@ -1,17 +1,10 @@
 """Masked-diffusion generation: configuration, block schedules, transfer policies, cache strategies and the mixin."""
 
-from .caches import (
-    BlockCache,
-    BlockKVCache,
-    DiffusionCacheStrategy,
-    DualCache,
-    ForwardColumns,
-    PrefixCache,
-    StaticBlockKVCache,
-)
+from .caches import BlockCache, BlockKVCache, DiffusionCacheStrategy, DualCache, PrefixCache, StaticBlockKVCache
+from .canvas import Block, DiffusionCanvas, ForwardColumns
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
 from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, Proposal, TransferPolicy
-from .schedules import AbsoluteBlockSchedule, Block, BlockSchedule, DiffusionCanvas, PromptBlockSchedule
+from .schedules import AbsoluteBlockSchedule, BlockSchedule, PromptBlockSchedule
 from .utils import DIFFUSION_FAMILIES, DiffusionFamily, DiffusionGenerationMixin, DiffusionGenerationOutput
 
 

@@ -16,20 +16,10 @@ attends over what that returns, so a `Cache` subclass decides which keys/values 
   attend to have changed since.
 """
 
-from typing import NamedTuple
-
 import torch
 from transformers.cache_utils import Cache, DynamicCache, StaticLayer
 
-from .schedules import Block
-
-
-class ForwardColumns(NamedTuple):
-    """The canvas columns of one forward pass: queries `[query_start, query_end)`, keys `[0, key_end)`."""
-
-    query_start: int
-    query_end: int
-    key_end: int
+from .canvas import Block, ForwardColumns
 
 
 class BlockKVCache(DynamicCache):

@@ -11,6 +11,61 @@ PARALLEL_DECODING = ("quota", "threshold", "factor", "entropy_bound")
 DIFFUSION_CACHES = ("none", "block", "prefix", "dual")
 
 
+_LEFT_TO_RIGHT = "it assumes tokens are produced left to right"
+_NO_SEARCH = "diffusion sampling denoises one canvas per prompt, it does not search over candidates"
+_NO_ASSISTANT = "there is no assisted or speculative decoding for diffusion models"
+
+# Standard `GenerationConfig` fields that diffusion sampling does not implement: the values that leave them off, and
+# why. Any other value raises in `validate()`; every other standard field is honoured (see the docstring below).
+UNSUPPORTED_STANDARD_FIELDS: dict[str, tuple[tuple, str]] = {
+    "min_length": ((0,), _LEFT_TO_RIGHT),
+    "min_new_tokens": ((0,), _LEFT_TO_RIGHT),
+    "max_time": ((), "a denoising run has no per-token time budget"),
+    "early_stopping": ((False,), _NO_SEARCH),
+    "num_beams": ((1,), _NO_SEARCH),
+    "num_beam_groups": ((1,), _NO_SEARCH),
+    "diversity_penalty": ((0.0,), _NO_SEARCH),
+    "length_penalty": ((1.0,), _NO_SEARCH),
+    "constraints": ((), _NO_SEARCH),
+    "force_words_ids": ((), _NO_SEARCH),
+    "penalty_alpha": ((), "contrastive search is autoregressive"),
+    "dola_layers": ((), "DoLa decoding is autoregressive"),
+    "low_memory": ((False,), _NO_SEARCH),
+    "use_mtp": ((False,), "multi-token prediction heads are autoregressive"),
+    "top_h": ((), "use top_k, top_p or min_p"),
+    "no_repeat_ngram_size": ((0,), _LEFT_TO_RIGHT),
+    "encoder_no_repeat_ngram_size": ((0,), "the model has no encoder"),
+    "encoder_repetition_penalty": ((1.0,), "the model has no encoder"),
+    "decoder_start_token_id": ((), "the model has no encoder"),
+    "forced_bos_token_id": ((), _LEFT_TO_RIGHT),
+    "forced_eos_token_id": ((), _LEFT_TO_RIGHT),
+    "exponential_decay_length_penalty": ((), _LEFT_TO_RIGHT),
+    "begin_suppress_tokens": ((), _LEFT_TO_RIGHT),
+    "token_healing": ((False,), _LEFT_TO_RIGHT),
+    "guidance_scale": ((1.0,), "use `cfg_scale` (= guidance_scale - 1; its unconditional copy masks the prompt)"),
+    "watermarking_config": ((), "watermarking processors are autoregressive"),
+    "output_attentions": ((False,), "call the model's forward for attentions"),
+    "output_hidden_states": ((False,), "call the model's forward for hidden states"),
+    "output_scores": ((False,), "a step scores canvas columns, not a next token; use `output_history`"),
+    "output_logits": ((False,), "a step scores canvas columns, not a next token; use `output_history`"),
+    "cache_config": ((), "diffusion caches are chosen with `diffusion_cache`"),
+    "max_cache_len": ((), "diffusion caches are sized by the canvas"),
+    "prefill_chunk_size": ((), "the canvas is encoded whole"),
+    "continuous_batching_config": ((), "continuous batching is autoregressive"),
+    "is_assistant": ((False,), _NO_ASSISTANT),
+    "num_assistant_tokens": ((), _NO_ASSISTANT),
+    "num_assistant_tokens_schedule": ((), _NO_ASSISTANT),
+    "assistant_confidence_threshold": ((), _NO_ASSISTANT),
+    "prompt_lookup_num_tokens": ((), _NO_ASSISTANT),
+    "max_matching_ngram_size": ((), _NO_ASSISTANT),
+    "assistant_early_exit": ((), _NO_ASSISTANT),
+    "assistant_lookbehind": ((), _NO_ASSISTANT),
+    "target_lookbehind": ((), _NO_ASSISTANT),
+    "assistant_ensemble_weight": ((), _NO_ASSISTANT),
+    "speculation_type": ((), _NO_ASSISTANT),
+}
+
+
 class DiffusionGenerationConfig(GenerationConfig):
     # no-format
     """
@@ -22,10 +77,19 @@ class DiffusionGenerationConfig(GenerationConfig):
         > Length and schedule
 
         max_new_tokens (`int`, *optional*):
-            Answer length returned. The canvas is rounded up to whole blocks where the schedule needs it.
+            In transformers' dialect (see [`DiffusionGenerationMixin.generate`]): the most answer tokens to generate;
+            the answer ends at its first EOS or stop string. In the official dialect: the answer length returned (the
+            canvas is rounded up to whole blocks where the schedule needs it).
+        canvas_length (`int`, *optional*):
+            Transformers' dialect with the `"prompt"` schedule (LLaDA 1.x): how many masks are denoised together. The
+            answer grows one canvas at a time (each canvas sees the prompt and the answer so far) until EOS or
+            `max_new_tokens`; `steps` is the step count of a whole canvas. Set at load to the saved `max_new_tokens`
+            when the file has no `canvas_length`, so that a saved `steps` keeps its meaning. Block-causal schedules
+            extend the answer one block at a time and do not use it.
         steps (`int`, *optional*):
-            Denoising steps. Its unit depends on `block_schedule`: all blocks together for `"prompt"`, each block for
-            `"absolute"`. `None` means one token per step.
+            Denoising steps. Its unit depends on `block_schedule`: all blocks together for `"prompt"` (of the official
+            `gen_length`, or of one `canvas_length` in transformers' dialect), each block for `"absolute"`. `None`
+            means one token per step.
         block_length (`int`, *optional*):
             Tokens per block (semi-autoregressive decoding).
         block_schedule (`str`, *optional*):
@@ -79,14 +143,22 @@ class DiffusionGenerationConfig(GenerationConfig):
             The factor of `parallel_decoding="factor"` (Fast-dLLM uses 1.0).
         entropy_bound (`float`, *optional*):
             The bound (nats) of `parallel_decoding="entropy_bound"`.
-        temperature (`float`, *optional*):
-            0 is greedy. Above 0 the predicted tokens are sampled (LLaDA 1.x: Gumbel-max in float64; LLaDA2: softmax of
-            the tempered, `top_k`/`top_p` filtered logits). Sampling is driven by `temperature` alone.
+        do_sample (`bool`, *optional*), temperature (`float`, *optional*):
+            Greedy or sampled tokens. A `do_sample` passed to `generate()` decides (`do_sample=True` alone samples at
+            temperature 1.0, `do_sample=False` is greedy); otherwise tokens are sampled when the config says
+            `do_sample=True` or `temperature > 0` (the official samplers' rule). `temperature=0.0` is greedy. Samples
+            are drawn as the official samplers do (LLaDA 1.x: Gumbel-max in float64; LLaDA2: softmax of the tempered,
+            `top_k`/`top_p` filtered logits). Greedy is saved as `do_sample=False` with `temperature` unset.
         top_k (`int`, *optional*), top_p (`float`, *optional*):
-            Filters applied to the logits before sampling (only when `temperature > 0`).
-        do_sample (`bool`, *optional*):
-            Kept `False` in saved configs so that pipelines do not add their sampling defaults. `True` requires
-            `temperature > 0`.
+            Filters applied to the logits before sampling (only when sampling).
+        repetition_penalty, sequence_bias, bad_words_ids, suppress_tokens, min_p, typical_p, epsilon_cutoff, eta_cutoff, remove_invalid_values, renormalize_logits:
+            The standard logits processors, applied to every candidate column with its row's canvas as context
+            (`processors.py`); `bad_words_ids` and `sequence_bias` take single tokens only. The sampling filters act
+            only when sampling.
+        stop_strings (`str` or `list[str]`, *optional*):
+            The answer is cut after the first stop string (and padded); needs `tokenizer=` in `generate()`.
+        num_return_sequences (`int`, *optional*):
+            Answers per prompt (rows `i * n ... i * n + n - 1` of the output belong to prompt `i`).
         cfg_scale (`float`, *optional*):
             Unsupervised classifier-free guidance: `un + (cfg_scale + 1) * (cond - un)`, where the unconditional copy
             has its prompt masked. 0 disables it.
@@ -142,6 +214,7 @@ class DiffusionGenerationConfig(GenerationConfig):
     """
 
     diffusion_fields: ClassVar[tuple[str, ...]] = (
+        "canvas_length",
         "steps",
         "block_length",
         "block_schedule",
@@ -187,6 +260,8 @@ class DiffusionGenerationConfig(GenerationConfig):
         for name, value in self.family_defaults.items():
             if getattr(self, name, None) is None:
                 setattr(self, name, value)
+        if self.canvas_length is None:
+            self.canvas_length = self.max_new_tokens
         return self
 
     def to_diff_dict(self) -> dict[str, Any]:
@@ -200,6 +275,9 @@ class DiffusionGenerationConfig(GenerationConfig):
     def validate(self, strict: bool = False, user_set_attributes: set[str] | None = None):
         """Checks the diffusion fields (and the standard ones they use); raises a `ValueError`/`TypeError` naming the
         offending argument. The autoregressive checks of [`GenerationConfig`] do not apply to diffusion sampling."""
+        self._refuse_unsupported_standard_fields()
+        _check_int("canvas_length", self.canvas_length, minimum=1)
+        _check_int("num_return_sequences", self.num_return_sequences, minimum=1)
         _check_int("steps", self.steps, minimum=1)
         _check_int("block_length", self.block_length, minimum=1)
         _check_int("minimal_topk", self.minimal_topk, minimum=1)
@@ -229,14 +307,21 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_number("top_p", self.top_p, minimum=0.0)
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")
-        for name in ("num_beams", "num_return_sequences"):
-            if getattr(self, name) not in (None, 1):
-                raise ValueError(f"`{name}={getattr(self, name)}` is not supported by diffusion sampling (use 1).")
-        if self.do_sample is True and not (self.temperature or 0.0) > 0.0:
-            raise ValueError(
-                "`do_sample=True` needs `temperature > 0`: diffusion sampling is driven by `temperature` "
-                f"(got temperature={self.temperature})."
-            )
+        _check_number("repetition_penalty", self.repetition_penalty, minimum=0.0)
+        if self.repetition_penalty == 0.0:
+            raise ValueError("`repetition_penalty` must be > 0 (1.0 means no penalty).")
+        _check_number("min_p", self.min_p, minimum=0.0)
+        if self.min_p is not None and self.min_p > 1.0:
+            raise ValueError(f"`min_p` must be in [0, 1], got {self.min_p}.")
+        for name, token_lists in (
+            ("bad_words_ids", self.bad_words_ids),
+            ("sequence_bias", [ids for ids, _ in (self.sequence_bias or [])]),
+        ):
+            if any(len(ids) != 1 for ids in token_lists or []):
+                raise ValueError(
+                    f"`{name}` with sequences of several tokens has no meaning for diffusion sampling (tokens are not "
+                    "produced left to right); give single tokens, e.g. [[id1], [id2]]."
+                )
         _check_int("mask_token_id", self.mask_token_id, minimum=0)
         if self.mask_token_id is not None and self.mask_token_id == self.pad_token_id:
             raise ValueError(
@@ -244,17 +329,24 @@ class DiffusionGenerationConfig(GenerationConfig):
                 "Use a different pad token (e.g. the EOS token)."
             )
 
+    def _refuse_unsupported_standard_fields(self) -> None:
+        for name, (off_values, reason) in UNSUPPORTED_STANDARD_FIELDS.items():
+            value = getattr(self, name, None)
+            if value is not None and value not in off_values:
+                raise ValueError(
+                    f"`{name}={value!r}` is not supported by diffusion sampling ({reason}); leave it unset."
+                )
+
     # Autoregressive-only API of `GenerationConfig` that has no meaning here.
     def get_generation_mode(self, *args, **kwargs):
         raise NotImplementedError(f"{self.__class__.__name__} has no autoregressive generation mode.")
 
 
-# Defaults both families share: the official samplers' ranking and selection, greedy, no guidance, no EOS options, and
+# Defaults both families share: the official samplers' ranking and selection, greedy (`do_sample=False`), no guidance, no EOS options, and
 # plain tensor outputs.
 _OFFICIAL_SAMPLER_DEFAULTS = {
     "remasking": "low_confidence",
     "parallel_decoding": "quota",
-    "temperature": 0.0,
     "do_sample": False,
     "cfg_scale": 0.0,
     "logits_eos_inf": False,

@@ -8,22 +8,28 @@ are opt-in generation-config fields.
 
 import copy
 import functools
-import inspect
+import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
-from transformers import GenerationMixin, LogitsProcessorList
+from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
-from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy, ForwardColumns
+from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy
+from .canvas import DiffusionCanvas
 from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
-from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy, suppress_tokens
-from .schedules import BLOCK_SCHEDULES, BlockSchedule, DiffusionCanvas, first_or_length
+from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy
+from .processors import canvas_logits_processor, combine_logits_processors, first_stop, stop_strings_for
+from .sampler import CanvasDenoiser, as_id_list, id_tensor
+from .schedules import BLOCK_SCHEDULES, BlockSchedule
 
 
 logger = logging.get_logger(__name__)
+
+
+# The official samplers' keywords: passing any of them selects the official dialect of `generate()`.
+OFFICIAL_KEYWORDS = frozenset({"gen_length", "steps", "mask_id", "eos_id"})
 
 
 @dataclass(frozen=True)
@@ -129,13 +135,24 @@ class DiffusionGenerationMixin(GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         generation_config: DiffusionGenerationConfig | None = None,
         logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
         streamer: BaseStreamer | None = None,
         generator: torch.Generator | None = None,
+        tokenizer=None,
         **kwargs,
     ) -> torch.LongTensor | DiffusionGenerationOutput:
         r"""
         Masked-diffusion generation: the answer starts as `mask_token_id`s and is denoised block by block, a few
         positions per step, each step being one forward pass over the canvas.
+
+        Two dialects, one rule. If the call passes any of the official sampler's keywords `gen_length`, `steps`,
+        `mask_id` or `eos_id`, it gets the official sampler's output token for token: an answer of exactly
+        `gen_length` (or `max_new_tokens`, the canvas rounded up to whole blocks) tokens, EOS-filled where the official
+        code fills it. Otherwise (pipelines, `transformers serve`, plain `max_new_tokens` calls) it gets what
+        transformers' `generate()` gives an autoregressive model: `max_new_tokens` is an upper bound, the answer grows
+        a canvas (`canvas_length`, LLaDA 1.x) or a block (block-causal models) at a time and ends at its first EOS or
+        stop string; rows are then padded with `pad_token_id` (a single row is cut there). Values inherited from a
+        saved or given generation config never switch the dialect.
 
         Parameters:
             inputs (`torch.LongTensor` of shape `(batch_size, prompt_length)`, *optional*):
@@ -148,159 +165,181 @@ class DiffusionGenerationMixin(GenerationMixin):
                 defaults. Keyword arguments matching its fields override it.
             logits_processor (`LogitsProcessorList`, *optional*):
                 Applied to the `[batch, columns, vocab]` logits before tokens are chosen: those of the whole canvas
-                (prompt and answer, LLaDA 1.x) or of the active block (LLaDA2).
+                (prompt and answer, LLaDA 1.x) or of the active block (LLaDA2). The standard processors of the
+                generation config (`repetition_penalty`, `bad_words_ids`, ...) are built from transformers' classes.
+            stopping_criteria (`StoppingCriteriaList`, *optional*):
+                Checked on the denoised answer: it is cut after the first token at which a criterion holds.
             streamer (`BaseStreamer`, *optional*):
-                Receives the prompt, then committed answer tokens as soon as they are final (`put`), and, if it has
-                `put_draft` (e.g. `TextDiffusionStreamer`), the current draft after every step. Batch size 1.
+                Receives the prompt, then answer tokens as soon as they are final (`put`; together exactly the
+                returned answer), and, if it has `put_draft` (e.g. `TextDiffusionStreamer`), the current draft after
+                every step. Batch size 1.
             generator (`torch.Generator`, *optional*):
                 Random source for sampling and random remasking (default: the global one).
+            tokenizer (`PreTrainedTokenizerBase`, *optional*):
+                Needed by `stop_strings`.
             kwargs:
                 Fields of [`DiffusionGenerationConfig`] (`max_new_tokens`, `steps`, `block_length`, `remasking`,
                 `temperature`, `cfg_scale`, `threshold`, ...) and the official sampler's names: `gen_length` (the
                 exact answer length, which must then be a multiple of `block_length` for LLaDA 1.x), `mask_id`,
-                `eos_id`. With `max_new_tokens`, the canvas is rounded up to whole blocks and exactly
-                `max_new_tokens` answer tokens are returned.
+                `eos_id`. Standard flags with no diffusion meaning raise an error that names them.
 
         Returns:
-            `torch.LongTensor` of shape `(batch_size, prompt_length + max_new_tokens)`, or a
+            `torch.LongTensor` of shape `(batch_size * num_return_sequences, prompt_length + answer_length)`, or a
             [`DiffusionGenerationOutput`] when `return_dict_in_generate=True`.
         """
         input_ids = self._diffusion_input_ids(inputs, kwargs)
-        if logits_processor is not None and not isinstance(logits_processor, LogitsProcessorList):
-            logits_processor = LogitsProcessorList(logits_processor)
-        config, exact_length = self._prepare_diffusion_config(generation_config, input_ids, kwargs)
-        family = DIFFUSION_FAMILIES[self.diffusion_family]
-        mask_token_id = config.mask_token_id
-        eos_token_ids = _as_list(config.eos_token_id)
+        config, dialect = self._prepare_diffusion_config(generation_config, input_ids, kwargs)
+        if config.num_return_sequences and config.num_return_sequences > 1:
+            input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
+            if attention_mask is not None:
+                attention_mask = attention_mask.repeat_interleave(config.num_return_sequences, dim=0)
         if streamer is not None and input_ids.shape[0] != 1:
-            raise ValueError(f"`streamer` supports batch size 1, got {input_ids.shape[0]} prompts.")
-
-        # 1. The three pieces: where the canvas sits and how it is cut (schedule), what each step commits (policy),
-        # what each step recomputes (cache).
-        schedule = BLOCK_SCHEDULES[config.block_schedule].from_config(config)
-        canvas = schedule.build(
-            input_ids,
-            attention_mask,
-            answer_length=config.max_new_tokens,
-            exact_length=exact_length,
-            mask_token_id=mask_token_id,
-            fill_token_id=_padding_token_id(config.pad_token_id, eos_token_ids, mask_token_id),
-            max_length=self._max_sequence_length(),
+            raise ValueError(f"`streamer` supports batch size 1, got {input_ids.shape[0]} rows.")
+        logits_processor = combine_logits_processors(
+            logits_processor, canvas_logits_processor(config, config.do_sample, input_ids.device)
         )
-        suppressed = eos_token_ids + _as_list(config.eot_token_id) if config.confidence_eos_eot_inf else []
-        policy = family.policy_class.from_config(config, confidence_suppressed_ids=suppressed)
-        editing = policy.editing
-        cache = self._diffusion_cache(config, schedule, canvas)
-        compiled_forward = self._compiled_forward(config)
-
-        # 2. Denoise block by block. `rows` are the batch rows still being denoised; `stopped_at_eos` the rows that
-        # finished on an EOS (their tail is filled with EOS at the end).
-        tokens = canvas.tokens
-        batch_size = tokens.shape[0]
-        rows = torch.arange(batch_size, device=tokens.device)
-        stopped_at_eos = torch.zeros(batch_size, dtype=torch.bool, device=tokens.device)
-        nfe, history = 0, []
+        stop_strings = stop_strings_for(config, tokenizer)
+        criteria = StoppingCriteriaList(stopping_criteria or [])
+        has_stops = stop_strings is not None or bool(criteria)
+        find_stops = functools.partial(first_stop, stop_strings=stop_strings, criteria=criteria)
         if streamer is not None:
             streamer.put(input_ids.cpu())
-        streamed = 0
-        progress = tqdm(
-            total=len(canvas.blocks) * canvas.steps_per_block, disable=not config.show_progress, desc="denoising"
+        # With stop strings or criteria the answer's end is known only once it is denoised: it is streamed then.
+        denoiser = functools.partial(
+            self._canvas_denoiser, logits_processor, streamer, generator, stream_final=not has_stops
         )
-        for block in canvas.blocks:
-            rows, _ = self._keep_rows(rows, canvas.row_num_blocks[rows] > block.index, cache, config.cfg_scale)
-            if rows.numel() == 0:
-                break
-            quota = None
-            if policy.parallel_decoding == "quota":
-                to_resolve = schedule.to_resolve(tokens[rows], block, mask_token_id)
-                quota = policy.block_quota(to_resolve, canvas.steps_per_block)
-            # Random draws and logits processors see the official sampler's span (LLaDA 1.x: the whole canvas).
-            full_span = policy.draws_noise or logits_processor is not None
-            schedule_span = schedule.candidate_span(canvas, block, rows, mask_token_id, full_span)
-            max_steps = policy.max_block_steps(canvas.steps_per_block, block.end - block.start)
-            if editing is not None:
-                max_steps = editing.max_block_steps(max_steps)
-            for step in range(max_steps):
-                progress.update()
-                # The forward does not change the canvas: the candidates seen now are the ones the policy ranks.
-                candidates = schedule.candidates(tokens[rows], block, schedule_span, mask_token_id)
-                if editing is not None:
-                    if step == 0:
-                        editing.start_block(candidates)
-                    if not bool(editing.start_step(candidates).any()):
-                        break
-                elif policy.stops_when_block_filled and not bool(candidates.any()):
-                    break
-                # 2.a One forward pass over the columns the cache strategy does not hold; logits of the candidates it
-                # computes (a cached step sees only candidates inside its queries).
-                columns = cache.forward_columns(block, step, schedule.window_end(canvas, block))
-                span_start = max(schedule_span[0], columns.query_start)
-                span_end = min(schedule_span[1], columns.query_end)
-                forward = compiled_forward if compiled_forward and cache.has_static_shapes(columns) else self
-                logits = self._denoiser_logits(
-                    forward, schedule, canvas, rows, columns, (span_start, span_end), cache, config.cfg_scale,
-                    mask_token_id,
-                )  # fmt: skip
-                nfe += 1
-                cache.after_forward(block, step)
-
-                # 2.b Propose a token and a confidence for every candidate, commit the policy's choice.
-                span_tokens = tokens[rows, span_start:span_end]
-                if logits_processor is not None:
-                    logits = logits_processor(tokens[rows], logits)
-                if config.logits_eos_inf:
-                    logits = suppress_tokens(logits, eos_token_ids)
-                proposal = policy.propose(logits, generator)
-                candidates = candidates[:, span_start - schedule_span[0] : span_end - schedule_span[0]]
-                # Steps past the planned ones (token editing's post steps) have no mask left to commit.
-                step_quota = None if quota is None else quota[:, min(step, quota.shape[1] - 1)]
-                transfer = policy.select(proposal, candidates, step_quota)
-                if editing is not None:  # the span is the block (block-causal schedule)
-                    transfer = editing.add_edits(transfer, proposal, span_tokens, mask_token_id)
-                tokens[rows, span_start:span_end] = torch.where(transfer, proposal.tokens, span_tokens)
-
-                # 2.c Report the step.
-                if config.output_history:
-                    history.append(canvas.to_output(tokens, input_ids))
-                if streamer is not None:
-                    # Edits may still change the active block: only what precedes it is final.
-                    final_before = block.start if editing is not None else None
-                    streamed = self._stream_step(
-                        streamer, canvas, tokens, input_ids, proposal.tokens, span_start, mask_token_id, streamed,
-                        final_before,
-                    )  # fmt: skip
-
-                # 2.d Opt-in early stop: rows whose answer is complete up to an EOS leave the batch (with token
-                # editing only at the end of the block, below).
-                if config.eos_early_stop and eos_token_ids and editing is None:
-                    complete = self._complete_up_to_eos(canvas, tokens, rows, eos_token_ids, mask_token_id)
-                    stopped_at_eos[rows[complete]] = True
-                    rows, quota = self._keep_rows(rows, ~complete, cache, config.cfg_scale, quota)
-                    if rows.numel() == 0:
-                        break
-
-            # 2.e LLaDA2: a row stops after the block in which it produced an EOS.
-            if family.stop_after_eos_block and eos_token_ids and rows.numel():
-                answer_cols = canvas.answer_cols[rows]
-                is_eos = torch.isin(tokens[rows].gather(1, answer_cols), _tensor(eos_token_ids, tokens))
-                has_eos = (is_eos & (answer_cols < block.end)).any(dim=1)
-                stopped_at_eos[rows[has_eos]] = True
-                rows, _ = self._keep_rows(rows, ~has_eos, cache, config.cfg_scale)
-        progress.close()
-
-        # 3. Back to the caller's layout; rows that stopped on an EOS get EOS after it.
-        sequences = canvas.to_output(tokens, input_ids)
-        if eos_token_ids:
-            sequences = _fill_after_eos(sequences, input_ids.shape[1], stopped_at_eos, eos_token_ids)
+        generate_answers = self._generate_official if dialect == "official" else self._generate_until_stop
+        sequences, nfe, history = generate_answers(
+            denoiser, input_ids, attention_mask, config, find_stops if has_stops else None
+        )
         if streamer is not None:
-            if input_ids.shape[1] + streamed < sequences.shape[1]:
-                streamer.put(sequences[0, input_ids.shape[1] + streamed :].cpu())
             streamer.end()
         if not config.return_dict_in_generate:
             return sequences
         return DiffusionGenerationOutput(
             sequences=sequences, nfe=nfe, history=tuple(history) if config.output_history else None
         )
+
+    def _generate_official(self, denoiser, input_ids, attention_mask, config, find_stops):
+        """The official samplers: one canvas of exactly the requested answer length (EOS-filled after the first EOS
+        of rows that stopped on it); stop strings and criteria, if any, cut it after their first stop."""
+        family = DIFFUSION_FAMILIES[self.diffusion_family]
+        run = denoiser(config, stop_after_eos_block=family.stop_after_eos_block)
+        result = run.run(
+            input_ids,
+            attention_mask,
+            answer_length=config.max_new_tokens,
+            exact_length=config.gen_length_given,
+            fill_token_id=self._fill_token_id(config),
+            max_length=self._max_sequence_length(),
+        )
+        prompt_length = input_ids.shape[1]
+        eos_token_ids = as_id_list(config.eos_token_id)
+        sequences = _fill_after_eos(result.sequences, prompt_length, result.finished_at_eos, eos_token_ids)
+        if find_stops is not None:
+            answer_length = sequences.shape[1] - prompt_length
+            stops = find_stops(sequences, prompt_length, 0, answer_length, [])
+            sequences = self._end_answers(
+                sequences, prompt_length, stops.masked_fill(stops < 0, answer_length), config
+            )
+        _stream_rest(run.streamer, sequences[:, prompt_length:], result.streamed)
+        return sequences, result.nfe, result.history
+
+    def _generate_until_stop(self, denoiser, input_ids, attention_mask, config, find_stops):
+        """Transformers' dialect: the answer grows a canvas at a time (LLaDA 1.x `"prompt"` schedule; a block-causal
+        schedule is one canvas whose rows stop after their EOS block) until every row has stopped (EOS, stop string or
+        criterion) or `max_new_tokens` / the model's positions are reached."""
+        batch_size, prompt_length = input_ids.shape
+        eos_token_ids = as_id_list(config.eos_token_id)
+        fill_token_id = self._fill_token_id(config)
+        max_length = self._max_sequence_length()
+        cap = config.max_new_tokens
+        if max_length is not None:
+            if prompt_length >= max_length:
+                raise ValueError(
+                    f"The prompt ({prompt_length} tokens) leaves no room for an answer: the model has "
+                    f"{max_length} positions."
+                )
+            cap = min(cap, max_length - prompt_length)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        answers = input_ids.new_empty((batch_size, 0))
+        stops = torch.full((batch_size,), -1, dtype=torch.long, device=input_ids.device)
+        active = torch.arange(batch_size, device=input_ids.device)  # rows that have not stopped
+        nfe, history = 0, []
+        while active.numel() and answers.shape[1] < cap:
+            # 1. Denoise the next canvas after the prompt and the answer so far.
+            generated = answers.shape[1]
+            round_config = self._canvas_round_config(config, cap - generated, max_length, prompt_length + generated)
+            if round_config is None:  # not even one block fits in the model's positions
+                break
+            run = denoiser(round_config, stop_after_eos_block=True)
+            prompt = torch.cat([input_ids[active], answers[active]], dim=1)
+            prompt_mask = torch.cat([attention_mask[active], torch.ones_like(answers[active])], dim=1)
+            result = run.run(
+                prompt,
+                prompt_mask,
+                answer_length=round_config.max_new_tokens,
+                exact_length=False,
+                fill_token_id=fill_token_id,
+                max_length=max_length,
+            )
+            nfe += result.nfe
+            history += [_scatter_rows(step, active, batch_size, fill_token_id) for step in result.history]
+            new_tokens = _scatter_rows(result.sequences[:, prompt.shape[1] :], active, batch_size, fill_token_id)
+            answers = torch.cat([answers, new_tokens], dim=1)
+
+            # 2. Rows that stopped in it (EOS, stop string, criterion) leave.
+            round_stops = (find_stops or first_stop)(
+                torch.cat([input_ids[active], answers[active]], dim=1), prompt_length, generated, answers.shape[1],
+                eos_token_ids,
+            )  # fmt: skip
+            stops[active] = round_stops
+            kept = answers[active, generated:] if round_stops[0] < 0 else answers[active, generated : round_stops[0]]
+            _stream_rest(run.streamer, kept, result.streamed)
+            active = active[round_stops < 0]
+        ends = stops.masked_fill(stops < 0, answers.shape[1])
+        sequences = self._end_answers(torch.cat([input_ids, answers], dim=1), prompt_length, ends, config)
+        return sequences, nfe, history
+
+    def _canvas_round_config(self, config, remaining, max_length, used) -> DiffusionGenerationConfig | None:
+        """The config of the next canvas in transformers' dialect: its answer length and (`"prompt"` schedule) its
+        total steps, keeping the saved steps per block. `None` when no block fits in the model's positions."""
+        round_config = copy.copy(config)
+        if config.block_schedule != "prompt":  # block-causal: one canvas, rows stop after their EOS block
+            round_config.max_new_tokens = remaining
+            return round_config
+        block_length = config.block_length
+        length = min(config.canvas_length, remaining)
+        num_blocks = math.ceil(length / block_length)
+        if max_length is not None and used + num_blocks * block_length > max_length:
+            num_blocks = (max_length - used) // block_length
+            length = num_blocks * block_length
+        if num_blocks == 0:
+            return None
+        round_config.max_new_tokens = length
+        if config.steps is not None:
+            round_config.steps = num_blocks * self._steps_per_block(config)
+        return round_config
+
+    @staticmethod
+    def _steps_per_block(config) -> int:
+        """Transformers' dialect, `"prompt"` schedule: the saved `steps` of one `canvas_length` canvas, per block."""
+        num_blocks = math.ceil(config.canvas_length / config.block_length)
+        if config.steps % num_blocks:
+            raise ValueError(
+                f"`steps` ({config.steps}) must be divisible by the number of blocks of a canvas ({num_blocks} = "
+                f"canvas_length {config.canvas_length} / block_length {config.block_length}); `steps` counts the "
+                "steps of one `canvas_length` canvas."
+            )
+        return config.steps // num_blocks
+
+    def _end_answers(self, sequences, prompt_length, ends, config) -> torch.LongTensor:
+        """Pads every row after its answer length `ends[row]` with `pad_token_id` and drops the columns no row uses."""
+        width = prompt_length + int(ends.max()) if ends.numel() else sequences.shape[1]
+        sequences = sequences[:, :width]
+        columns = torch.arange(width, device=sequences.device)
+        return sequences.masked_fill(columns >= prompt_length + ends[:, None], self._fill_token_id(config))
 
     # ----------------------------------------------------------------------------------------------------------------
     # Preparation
@@ -318,21 +357,35 @@ class DiffusionGenerationMixin(GenerationMixin):
         return input_ids
 
     def _prepare_diffusion_config(
-        self, generation_config: DiffusionGenerationConfig | None, input_ids: torch.LongTensor, kwargs: dict
-    ) -> tuple[DiffusionGenerationConfig, bool]:
+        self, generation_config: GenerationConfig | None, input_ids: torch.LongTensor, kwargs: dict
+    ) -> tuple[DiffusionGenerationConfig, str]:
         """Resolves the config: call kwargs > `generation_config` > `self.generation_config` > family defaults.
 
-        Returns the config and whether the answer length came from the official `gen_length` (then exact).
+        Returns the config and the dialect: `"official"` if the call passed `gen_length`, `steps`, `mask_id` or
+        `eos_id`, else `"transformers"`. `config.gen_length_given` says whether the answer length is the official,
+        exact `gen_length`.
         """
         family = DIFFUSION_FAMILIES[self.diffusion_family]
+        dialect = "official" if OFFICIAL_KEYWORDS & kwargs.keys() else "transformers"
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         if not isinstance(config, DiffusionGenerationConfig):
             config = family.generation_config_class.from_dict(config.to_dict())
+        # `max_length` (of the call, or of a given config without `max_new_tokens`) counts the prompt.
+        max_length = kwargs.pop("max_length", None)
+        if max_length is None and generation_config is not None and generation_config.max_new_tokens is None:
+            max_length = generation_config.max_length
+        config.max_length = None
+        if max_length is not None and "max_new_tokens" not in kwargs and "gen_length" not in kwargs:
+            if max_length <= input_ids.shape[1]:
+                raise ValueError(f"`max_length` ({max_length}) must exceed the prompt length ({input_ids.shape[1]}).")
+            kwargs["max_new_tokens"] = max_length - input_ids.shape[1]
         config.update(**self.generation_config.to_diff_dict(), defaults_only=True)
         config.update(**family.generation_config_class.family_defaults, defaults_only=True)
+        if config.canvas_length is None:
+            config.canvas_length = self.generation_config.canvas_length or config.max_new_tokens
 
         # Official argument names.
-        exact_length = "gen_length" in kwargs
+        config.gen_length_given = "gen_length" in kwargs
         for alias, name in (
             ("mask_id", "mask_token_id"),
             ("eos_id", "eos_token_id"),
@@ -343,17 +396,18 @@ class DiffusionGenerationMixin(GenerationMixin):
                 if name in kwargs and kwargs[name] != value:
                     raise ValueError(f"`{alias}` ({value}) and `{name}` ({kwargs[name]}) disagree; pass only one.")
                 kwargs[name] = value
-        if "max_length" in kwargs and "max_new_tokens" not in kwargs:
-            kwargs["max_new_tokens"] = kwargs.pop("max_length") - input_ids.shape[1]
-            if kwargs["max_new_tokens"] < 1:
-                raise ValueError(f"`max_length` must exceed the prompt length ({input_ids.shape[1]}).")
         if kwargs.get("use_cache") is False:
             # Only an explicit `use_cache=False` in the call disables the cache: the released config files carry the
             # autoregressive `use_cache: false`, which says nothing about diffusion caches.
             kwargs["diffusion_cache"] = "none"
+        call_do_sample = kwargs.get("do_sample")
         unused = config.update(**kwargs)
         if unused:
-            raise TypeError(f"`generate()` got unexpected keyword arguments: {sorted(unused)}.")
+            raise TypeError(
+                f"`generate()` got unexpected keyword arguments: {sorted(unused)}. Diffusion sampling takes the fields "
+                f"of {type(config).__name__} and the official names {sorted(OFFICIAL_KEYWORDS)}."
+            )
+        self._resolve_sampling(config, call_do_sample)
 
         if config.mask_token_id is None:
             config.mask_token_id = getattr(self.config, "mask_token_id", None)
@@ -370,7 +424,56 @@ class DiffusionGenerationMixin(GenerationMixin):
                 f"`block_schedule={config.block_schedule!r}` does not apply to this model; {type(self).__name__} is "
                 f"sampled with {list(family.block_schedules)}."
             )
-        return config, exact_length
+        return config, dialect
+
+    @staticmethod
+    def _resolve_sampling(config: DiffusionGenerationConfig, call_do_sample: bool | None) -> None:
+        """Sets `config.temperature` to the one used (0.0: greedy) and `config.do_sample` to match.
+
+        A `do_sample` passed to the call decides (`True` with `temperature` unset samples at 1.0); otherwise tokens
+        are sampled when `do_sample` is set in the config or `temperature > 0` (the official samplers' rule), so no
+        temperature is ignored. `temperature=0.0` is always greedy."""
+        temperature = config.temperature
+        if call_do_sample is not None:
+            sample = call_do_sample
+        else:
+            sample = bool(config.do_sample) or (temperature or 0.0) > 0.0
+        if call_do_sample is False and (temperature or 0.0) > 0.0:
+            logger.warning_once(
+                f"`do_sample=False` was passed: decoding is greedy (`temperature={temperature}` unused)."
+            )
+        config.temperature = (1.0 if temperature is None else temperature) if sample else 0.0
+        config.do_sample = config.temperature > 0.0
+
+    def _canvas_denoiser(
+        self, logits_processor, streamer, generator, config, *, stream_final, stop_after_eos_block
+    ) -> CanvasDenoiser:
+        """A [`CanvasDenoiser`] for `config` with the family's pieces."""
+        family = DIFFUSION_FAMILIES[self.diffusion_family]
+        eos_token_ids = as_id_list(config.eos_token_id)
+        suppressed = eos_token_ids + as_id_list(config.eot_token_id) if config.confidence_eos_eot_inf else []
+        schedule = BLOCK_SCHEDULES[config.block_schedule].from_config(config)
+        return CanvasDenoiser(
+            self,
+            config,
+            schedule=schedule,
+            policy=family.policy_class.from_config(config, confidence_suppressed_ids=suppressed),
+            cache_factory=functools.partial(self._diffusion_cache, config, schedule),
+            logits_processor=logits_processor,
+            stop_after_eos_block=stop_after_eos_block,
+            streamer=streamer,
+            stream_final=stream_final,
+            compiled_forward=self._compiled_forward(config),
+            generator=generator,
+        )
+
+    @staticmethod
+    def _fill_token_id(config) -> int:
+        """The token of padding columns (left of a row's prompt, after a row's answer): the pad token, else EOS."""
+        if config.pad_token_id is not None:
+            return config.pad_token_id
+        eos_token_ids = as_id_list(config.eos_token_id)
+        return eos_token_ids[0] if eos_token_ids else int(config.mask_token_id == 0)
 
     def _diffusion_cache(
         self, config: DiffusionGenerationConfig, schedule: BlockSchedule, canvas: DiffusionCanvas
@@ -407,123 +510,26 @@ class DiffusionGenerationMixin(GenerationMixin):
                 return value
         return None
 
-    # ----------------------------------------------------------------------------------------------------------------
-    # Loop pieces
-    # ----------------------------------------------------------------------------------------------------------------
 
-    def _denoiser_logits(
-        self,
-        forward,
-        schedule: BlockSchedule,
-        canvas: DiffusionCanvas,
-        rows: torch.LongTensor,
-        columns: ForwardColumns,
-        span: tuple[int, int],
-        cache: DiffusionCacheStrategy,
-        cfg_scale: float,
-        mask_token_id: int,
-    ) -> torch.Tensor:
-        """Logits `[rows, span_end - span_start, vocab]` of the candidate columns, with classifier-free guidance.
-        `forward` is the model's `__call__` or its compiled version."""
-        query_start, query_end, _ = columns
-        span_start, span_end = span
-        input_ids = canvas.tokens[rows, query_start:query_end]
-        model_inputs = schedule.model_inputs(canvas, rows, columns)
-        if cfg_scale > 0:
-            unconditional = input_ids.masked_fill(canvas.prompt_mask[rows, query_start:query_end], mask_token_id)
-            input_ids = torch.cat([input_ids, unconditional])
-            model_inputs = {k: None if v is None else torch.cat([v, v]) for k, v in model_inputs.items()}
-        forward_parameters = _forward_parameters(type(self).forward)
-        if cache.cache is not None:
-            model_inputs["cache" if "cache" in forward_parameters else "past_key_values"] = cache.cache
-        keep_all = "logits_to_keep" not in forward_parameters
-        if not keep_all:
-            # The LM head only runs on the candidate columns: the last ones (int), or a range of positions.
-            model_inputs["logits_to_keep"] = (
-                query_end - span_start
-                if span_end == query_end
-                else torch.arange(span_start - query_start, span_end - query_start, device=input_ids.device)
-            )
-        logits = forward(input_ids=input_ids, use_cache=cache.cache is not None, **model_inputs).logits
-        if keep_all:
-            logits = logits[:, span_start - query_start : span_end - query_start]
-        if cfg_scale > 0:
-            conditional, unconditional = logits.chunk(2)
-            logits = unconditional + (cfg_scale + 1) * (conditional - unconditional)
-        return logits
-
-    @staticmethod
-    def _keep_rows(rows, keep, cache, cfg_scale, quota=None):
-        """Drops the rows where `keep` is False from the active rows, the cache (and the per-row `quota`)."""
-        if bool(keep.all()):
-            return rows, quota
-        index = keep.nonzero().squeeze(1)
-        forward_index = torch.cat([index, index + rows.numel()]) if cfg_scale > 0 else index
-        cache.select_rows(forward_index)
-        return rows[index], None if quota is None else quota[index]
-
-    @staticmethod
-    def _complete_up_to_eos(canvas, tokens, rows, eos_token_ids, mask_token_id) -> torch.BoolTensor:
-        """Rows with an EOS in the answer and no mask before it (prompt included)."""
-        row_tokens = tokens[rows]
-        answer_cols = canvas.answer_cols[rows]
-        is_eos = torch.isin(row_tokens.gather(1, answer_cols), _tensor(eos_token_ids, row_tokens))
-        eos_col = answer_cols.gather(1, is_eos.long().argmax(1, keepdim=True))
-        columns = torch.arange(row_tokens.shape[1], device=row_tokens.device)
-        masked_before = ((row_tokens == mask_token_id) & (columns < eos_col)).any(1)
-        return is_eos.any(1) & ~masked_before
-
-    @staticmethod
-    def _stream_step(
-        streamer, canvas, tokens, input_ids, x0, span_start, mask_token_id, streamed, final_before=None
-    ) -> int:
-        """Sends the newly final answer tokens to `streamer.put` (committed tokens never change, so the answer is final
-        up to its first mask, and, with token editing, up to the canvas column `final_before`) and, if the streamer
-        has `put_draft`, the rest of the answer with the current predictions in place of the masks. Returns how many
-        answer tokens have been streamed."""
-        prompt_length = input_ids.shape[1]
-        answer = canvas.to_output(tokens, input_ids)[0, prompt_length:]
-        final = first_or_length(answer == mask_token_id)
-        if final_before is not None:
-            final = min(final, int((canvas.answer_cols[0] < final_before).sum()))
-        if final > streamed:
-            streamer.put(answer[streamed:final].cpu())
-            streamed = final
-        if hasattr(streamer, "put_draft"):
-            draft = tokens.clone()
-            span = draft[:, span_start : span_start + x0.shape[1]]
-            span.copy_(torch.where(span == mask_token_id, x0, span))
-            draft_answer = canvas.to_output(draft, input_ids)[0, prompt_length:]
-            streamer.put_draft(draft_answer[streamed : first_or_length(draft_answer == mask_token_id)].cpu())
-        return streamed
+def _scatter_rows(sequences, rows, batch_size, fill_token_id) -> torch.LongTensor:
+    """`sequences` of the batch `rows` as a `[batch_size, ...]` tensor, other rows filled with `fill_token_id`."""
+    full = sequences.new_full((batch_size, sequences.shape[1]), fill_token_id)
+    full[rows] = sequences
+    return full
 
 
-@functools.cache
-def _forward_parameters(forward) -> frozenset[str]:
-    return frozenset(inspect.signature(forward).parameters)
-
-
-def _as_list(token_ids) -> list[int]:
-    if token_ids is None:
-        return []
-    return [token_ids] if isinstance(token_ids, int) else list(token_ids)
-
-
-def _tensor(token_ids: list[int], like: torch.Tensor) -> torch.Tensor:
-    return torch.tensor(token_ids, dtype=like.dtype, device=like.device)
-
-
-def _padding_token_id(pad_token_id: int | None, eos_token_ids: list[int], mask_token_id: int) -> int:
-    """A non-mask token for canvas columns left of a row's prompt: the pad token, else EOS."""
-    if pad_token_id is not None:
-        return pad_token_id
-    return eos_token_ids[0] if eos_token_ids else int(mask_token_id == 0)
+def _stream_rest(streamer, answer, streamed) -> None:
+    """Puts the tokens of the (batch-1) `answer` after the first `streamed`, so that everything put is `answer`."""
+    if streamer is not None and streamed < answer.shape[1]:
+        streamer.put(answer[0, streamed:].cpu())
 
 
 def _fill_after_eos(sequences, prompt_length, rows, eos_token_ids) -> torch.LongTensor:
     """Replaces everything after the first answer EOS of the flagged `rows` by EOS."""
     answer = sequences[:, prompt_length:]
-    is_eos = torch.isin(answer, _tensor(eos_token_ids, answer)).long()
+    if not eos_token_ids:
+        return sequences
+    is_eos = torch.isin(answer, id_tensor(eos_token_ids, answer)).long()
     after_first_eos = (is_eos.cumsum(1) - is_eos) > 0
     answer = torch.where(after_first_eos & rows[:, None], eos_token_ids[0], answer)
     return torch.cat([sequences[:, :prompt_length], answer], dim=1)
