@@ -19,7 +19,9 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
 from .integrations.peft import register_peft_target_modules_if_imported
+from .integrations.trl import refuse_trl_trainer
 from .training.loss import check_diffusion_labels, masked_diffusion_loss
 
 
@@ -239,6 +241,16 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         super().post_init()
         # Default PEFT adapter targets for our model types, if PEFT is in use (see `integrations/peft.py`).
         register_peft_target_modules_if_imported()
+
+    def add_model_tags(self, tags: list[str] | str) -> None:
+        # TRL's trainers tag the model they are built on, and would train it with a next-token loss: refuse them
+        refuse_trl_trainer(self, tags)
+        super().add_model_tags(tags)
+
+    def tie_weights(self, *args, **kwargs):
+        # lm-eval's `hf` model calls this on the model it evaluates, and would score it as autoregressive: warn
+        warn_if_evaluated_by_lm_eval_hf(self)
+        return super().tie_weights(*args, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module):
