@@ -3,6 +3,15 @@
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
+
+from .configuration_utils import (
+    ReleasedRopeMixin,
+    check_dropout,
+    check_positive,
+    check_supported,
+    strict_config,
+)
 
 
 # Keys the released `config.json` always carries and whose absence would silently change the architecture: the
@@ -37,15 +46,22 @@ _SUPPORTED_VALUES = (
 )
 
 
-class LLaDAConfig(PreTrainedConfig):
+@strict_config
+class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
     r"""
     Configuration of a LLaDA 1.x masked-diffusion model. It reads and writes the released `config.json` unchanged
     (OLMo-style names such as `d_model`, `n_layers`, `mlp_hidden_size`, `weight_tying`) and also answers to the
     standard transformers names (`hidden_size`, `num_hidden_layers`, `intermediate_size`, `tie_word_embeddings`,
     `rope_parameters`, ...). Defaults describe LLaDA-8B.
 
-    Options the released code supports but the released checkpoints do not use (ALiBi, other block types or norms,
-    biases, ...) raise a `ValueError` instead of silently computing something else.
+    Fields are validated like transformers' own configs (`@strict`): a wrong type raises a `TypeError`, an invalid
+    value or combination (a size that is not positive, `n_heads` not dividing `d_model`, ...) a `ValueError`, both
+    naming the field. Options the released code supports but the released checkpoints do not use (ALiBi, other block
+    types or norms, biases, ...) raise a `ValueError` instead of silently computing something else.
+
+    `rope_theta` lives in `rope_parameters` (transformers 5.x) and is saved as the released top-level key; editing
+    either is the same edit. The released config states no `bos_token_id` (the tokenizer's `<|startoftext|>`, 126080,
+    is never prepended automatically), so it defaults to `None`.
 
     Example:
 
@@ -81,6 +97,8 @@ class LLaDAConfig(PreTrainedConfig):
         "norm": (["hidden_states"], ["hidden_states"]),
     }
 
+    default_theta = 500000.0
+
     # Architecture (LLaDA-8B values)
     d_model: int = 4096
     n_heads: int = 32
@@ -93,8 +111,8 @@ class LLaDAConfig(PreTrainedConfig):
     embedding_size: int | None = 126464
     max_sequence_length: int = 4096
     weight_tying: bool = False
-    rms_norm_eps: float = 1e-5
-    rope_theta: float = 500000.0
+    rms_norm_eps: float | int = 1e-5
+    rope_parameters: RopeParameters | dict | None = None
     rope_full_precision: bool = True
     activation_type: str = "silu"
     block_type: str = "llama"
@@ -106,61 +124,84 @@ class LLaDAConfig(PreTrainedConfig):
     include_bias: bool = False
     include_qkv_bias: bool = False
     alibi: bool = False
-    alibi_bias_max: float = 8.0
+    alibi_bias_max: float | int = 8.0
     rope: bool = True
     input_emb_norm: bool = False
     scale_logits: bool = False
     block_group_size: int = 1
-    clip_qkv: float | None = None
+    clip_qkv: float | int | None = None
     flash_attention: bool = False
 
     # Regularisation (the released checkpoints were trained without dropout)
-    attention_dropout: float = 0.0
-    residual_dropout: float = 0.0
-    embedding_dropout: float = 0.0
+    attention_dropout: float | int = 0.0
+    residual_dropout: float | int = 0.0
+    embedding_dropout: float | int = 0.0
 
     # Initialisation (used by `_init_weights` for models built from scratch)
-    init_std: float = 0.02
+    init_std: float | int = 0.02
     init_fn: str = "mitchell"
     init_device: str | None = None
-    init_cutoff_factor: float | None = None
+    init_cutoff_factor: float | int | None = None
     precision: str | None = None
 
     # Tokens and runtime
     mask_token_id: int | None = 126336
+    bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = 126081
     pad_token_id: int | None = 126081
     use_cache: bool = False
 
     def __post_init__(self, **kwargs):
-        if self.mlp_hidden_size is None:
-            self.mlp_hidden_size = self.mlp_ratio * self.d_model
-        super().__post_init__(**kwargs)
-        self._reject_unsupported(kwargs)
-
-    def _reject_unsupported(self, extra_kwargs: dict[str, Any]) -> None:
         architectures = self.architectures or []
-        if any("moe" in name.lower() for name in architectures) or "moe_num_experts" in extra_kwargs:
+        if any("moe" in name.lower() for name in architectures) or "moe_num_experts" in kwargs:
             raise ValueError(
                 f"This config describes a LLaDA-MoE model (architectures={architectures}), which shares "
                 "model_type 'llada' with LLaDA 1.x but is a different architecture; llada_hf does not support it yet."
             )
-        for option, supported in _SUPPORTED_VALUES:
-            value = getattr(self, option)
-            if value != supported:
-                raise ValueError(
-                    f"LLaDAConfig: `{option}={value!r}` is not implemented (only {supported!r}, as in the released "
-                    "LLaDA checkpoints)."
-                )
-        if self.clip_qkv is not None:
-            raise ValueError(f"LLaDAConfig: `clip_qkv={self.clip_qkv}` is not implemented (only None).")
+        if self.mlp_hidden_size is None:
+            self.mlp_hidden_size = self.mlp_ratio * self.d_model
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: sizes, head counts and probabilities."""
+        check_positive(
+            self,
+            (
+                "d_model",
+                "n_heads",
+                "n_kv_heads",
+                "n_layers",
+                "mlp_hidden_size",
+                "mlp_ratio",
+                "vocab_size",
+                "embedding_size",
+                "max_sequence_length",
+                "rms_norm_eps",
+                "init_std",
+            ),
+        )
+        check_dropout(self, ("attention_dropout", "residual_dropout", "embedding_dropout"))
         if self.d_model % self.n_heads != 0:
             raise ValueError(f"`d_model` ({self.d_model}) must be a multiple of `n_heads` ({self.n_heads}).")
+        if self.head_dim % 2 != 0:
+            raise ValueError(f"RoPE rotates pairs of channels: `d_model / n_heads` ({self.head_dim}) must be even.")
         if self.n_heads % self.num_key_value_heads != 0:
             raise ValueError(
                 f"`n_heads` ({self.n_heads}) must be a multiple of the number of key/value heads "
-                f"({self.num_key_value_heads})."
+                f"(`n_kv_heads`: {self.num_key_value_heads})."
             )
+        if self.embedding_size is not None and self.embedding_size < self.vocab_size:
+            raise ValueError(
+                f"`embedding_size` ({self.embedding_size}) pads `vocab_size` ({self.vocab_size}), so it cannot be "
+                "smaller."
+            )
+        super().validate_architecture()
+
+    def validate_supported_options(self):
+        """Part of `@strict`-powered validation: options the released checkpoints do not use are refused."""
+        check_supported(self, _SUPPORTED_VALUES, "LLaDA")
+        if self.clip_qkv is not None:
+            raise ValueError(f"LLaDAConfig: `clip_qkv={self.clip_qkv}` is not implemented (only None).")
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):
@@ -209,18 +250,6 @@ class LLaDAConfig(PreTrainedConfig):
     def padded_vocab_size(self) -> int:
         """Rows of the embedding / columns of the logits (`embedding_size`, which may pad `vocab_size`)."""
         return self.embedding_size or self.vocab_size
-
-    @property
-    def rope_parameters(self) -> dict[str, Any]:
-        return {"rope_type": "default", "rope_theta": self.rope_theta}
-
-    @rope_parameters.setter
-    def rope_parameters(self, value: dict[str, Any] | None) -> None:
-        if not value:
-            return
-        if value.get("rope_type", "default") != "default":
-            raise ValueError(f"LLaDA uses plain RoPE; rope_type={value.get('rope_type')!r} is not implemented.")
-        self.rope_theta = value.get("rope_theta", self.rope_theta)
 
 
 __all__ = ["LLaDAConfig"]

@@ -1,8 +1,20 @@
 """LLaDA2.0 MoE configuration (inclusionAI/LLaDA2.0-mini, LLaDA2.0-flash)."""
 
+from numbers import Real
 from typing import Any
 
 from transformers import PreTrainedConfig
+from transformers.modeling_rope_utils import RopeParameters
+
+from .configuration_utils import (
+    ReleasedRopeMixin,
+    RopeParameter,
+    check_dropout,
+    check_non_negative,
+    check_positive,
+    check_supported,
+    strict_config,
+)
 
 
 # Default special tokens of the released tokenizer; used only when they fit the vocabulary.
@@ -24,7 +36,8 @@ _SUPPORTED_VALUES = (
 )
 
 
-class LLaDA2MoeConfig(PreTrainedConfig):
+@strict_config
+class LLaDA2MoeConfig(ReleasedRopeMixin, PreTrainedConfig):
     r"""
     Configuration of a LLaDA2.0 masked-diffusion mixture-of-experts model (Bailing-MoE-v2 architecture). It reads and
     writes the released `config.json` unchanged; defaults describe LLaDA2.0-mini.
@@ -34,6 +47,14 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     others a sigmoid-routed MoE: `num_experts` experts in `n_group` groups, of which each token keeps `topk_group`
     groups and then `num_experts_per_tok` experts (selected with `expert_bias`, weighted without it, normalised and
     scaled by `routed_scaling_factor`), plus `num_shared_experts` always-on experts.
+
+    Fields are validated like transformers' own configs (`@strict`): a wrong type raises a `TypeError`, an invalid
+    value or combination (a size that is not positive, `topk_group > n_group`, more experts per token than the
+    selected groups hold, ...) a `ValueError`, both naming the field.
+
+    `rope_theta` and `partial_rotary_factor` live in `rope_parameters` (transformers 5.x) and are saved as the
+    released top-level keys, with `rotary_dim = head_dim * partial_rotary_factor`; editing either name is the same
+    edit. The released config states no `bos_token_id`, so it defaults to `None`.
 
     `embedding_dropout` and `output_dropout` are kept for the released format; like the released code, the model only
     applies `attention_dropout`. `mask_token_id`/`eos_token_id`/`pad_token_id` default to the released tokenizer's
@@ -84,6 +105,10 @@ class LLaDA2MoeConfig(PreTrainedConfig):
         "norm": (["hidden_states"], ["hidden_states"]),
     }
 
+    default_theta = 600000.0
+    released_rope_keys = ("rope_theta", "partial_rotary_factor")
+    partial_rotary_factor = RopeParameter()
+
     # Architecture (LLaDA2.0-mini values)
     vocab_size: int = 157184
     hidden_size: int = 2048
@@ -93,7 +118,7 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     num_key_value_heads: int = 4
     head_dim: int | None = 128
     hidden_act: str = "silu"
-    rms_norm_eps: float = 1e-6
+    rms_norm_eps: float | int = 1e-6
     use_qkv_bias: bool = False
     use_bias: bool = False
     use_qk_norm: bool = True
@@ -101,9 +126,7 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     norm_head: bool = False
     tie_word_embeddings: bool = False
     max_position_embeddings: int = 32768
-    rope_theta: float = 600000.0
-    partial_rotary_factor: float = 0.5
-    rotary_dim: int | None = None
+    rope_parameters: RopeParameters | dict | None = None
     use_sliding_window: bool = False
     sliding_window: int = 4096
     max_window_layers: int = 28
@@ -116,7 +139,7 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     topk_group: int = 4
     moe_intermediate_size: int = 512
     first_k_dense_replace: int = 1
-    routed_scaling_factor: float = 2.5
+    routed_scaling_factor: float | int = 2.5
     norm_topk_prob: bool = True
     moe_router_enable_expert_bias: bool = True
     score_function: str = "sigmoid"
@@ -124,13 +147,14 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     output_router_logits: bool = False
 
     # Regularisation and initialisation (the released checkpoints use no dropout)
-    embedding_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    output_dropout: float = 0.0
-    initializer_range: float = 0.02
+    embedding_dropout: float | int = 0.0
+    attention_dropout: float | int = 0.0
+    output_dropout: float | int = 0.0
+    initializer_range: float | int = 0.02
 
     # Tokens and runtime
     mask_token_id: int | None = None
+    bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
     use_cache: bool = False
@@ -138,8 +162,9 @@ class LLaDA2MoeConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads
-        if self.rotary_dim is None:
-            self.rotary_dim = int(self.head_dim * self.partial_rotary_factor)
+        kwargs.setdefault("partial_rotary_factor", 0.5)
+        # Derived from `head_dim * partial_rotary_factor`; a stored value must agree with it.
+        rotary_dim = kwargs.pop("rotary_dim", None)
         for name, default in (
             ("mask_token_id", DEFAULT_MASK_TOKEN_ID),
             ("eos_token_id", DEFAULT_EOS_TOKEN_ID),
@@ -148,16 +173,44 @@ class LLaDA2MoeConfig(PreTrainedConfig):
             if getattr(self, name) is None and default < self.vocab_size:
                 setattr(self, name, default)
         super().__post_init__(**kwargs)
-        self._reject_unsupported()
+        if rotary_dim is not None and rotary_dim != self.rotary_dim:
+            raise ValueError(
+                f"`rotary_dim` ({rotary_dim}) must equal `head_dim * partial_rotary_factor` "
+                f"({self.head_dim} * {self.partial_rotary_factor} = {self.rotary_dim})."
+            )
 
-    def _reject_unsupported(self) -> None:
-        for option, supported in _SUPPORTED_VALUES:
-            value = getattr(self, option)
-            if value != supported:
-                raise ValueError(
-                    f"LLaDA2MoeConfig: `{option}={value!r}` is not implemented (only {supported!r}, as in the "
-                    "released LLaDA2.0 checkpoints)."
-                )
+    @property
+    def rotary_dim(self) -> int | None:
+        """Channels of each head that RoPE rotates (the first ones); `None` while `partial_rotary_factor` is unset."""
+        factor = (self.rope_parameters or {}).get("partial_rotary_factor")
+        return int(self.head_dim * factor) if isinstance(factor, Real) else None
+
+    def validate_architecture(self):
+        """Part of `@strict`-powered validation: sizes, head counts, expert routing and probabilities."""
+        check_positive(
+            self,
+            (
+                "vocab_size",
+                "hidden_size",
+                "intermediate_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "num_key_value_heads",
+                "head_dim",
+                "max_position_embeddings",
+                "sliding_window",
+                "num_experts",
+                "num_experts_per_tok",
+                "n_group",
+                "topk_group",
+                "moe_intermediate_size",
+                "routed_scaling_factor",
+                "rms_norm_eps",
+                "initializer_range",
+            ),
+        )
+        check_non_negative(self, ("first_k_dense_replace", "num_shared_experts"))
+        check_dropout(self, ("embedding_dropout", "attention_dropout", "output_dropout"))
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError(
                 f"`num_attention_heads` ({self.num_attention_heads}) must be a multiple of `num_key_value_heads` "
@@ -168,46 +221,40 @@ class LLaDA2MoeConfig(PreTrainedConfig):
                 raise ValueError(
                     f"`num_experts` ({self.num_experts}) must be a multiple of `n_group` ({self.n_group})."
                 )
-            if not 1 <= self.topk_group <= self.n_group:
-                raise ValueError(f"`topk_group` ({self.topk_group}) must be between 1 and `n_group` ({self.n_group}).")
+            if self.topk_group > self.n_group:
+                raise ValueError(f"`topk_group` ({self.topk_group}) must be at most `n_group` ({self.n_group}).")
             experts_per_group = self.num_experts // self.n_group
             if experts_per_group < 2:
-                raise ValueError("Group-limited routing scores each group by its top-2 experts: use >= 2 per group.")
+                raise ValueError(
+                    f"Group-limited routing scores each group by its top-2 experts: `num_experts / n_group` "
+                    f"({experts_per_group}) must be >= 2."
+                )
             if self.num_experts_per_tok > self.topk_group * experts_per_group:
                 raise ValueError(
                     f"`num_experts_per_tok` ({self.num_experts_per_tok}) exceeds the experts left after group "
-                    f"selection ({self.topk_group} groups x {experts_per_group})."
+                    f"selection (`topk_group` {self.topk_group} x {experts_per_group} experts per group)."
                 )
+        super().validate_architecture()
+
+    def validate_rope(self):
+        """Part of `@strict`-powered validation: plain RoPE over an even number of channels of each head."""
+        super().validate_rope()
+        if not 0 < self.partial_rotary_factor <= 1 or self.rotary_dim == 0 or self.rotary_dim % 2 != 0:
+            raise ValueError(
+                f"`partial_rotary_factor` ({self.partial_rotary_factor}) must be in (0, 1] and rotate an even, "
+                f"non-zero number of channels (`head_dim * partial_rotary_factor` = {self.rotary_dim})."
+            )
+
+    def validate_supported_options(self):
+        """Part of `@strict`-powered validation: options the released checkpoints do not use are refused."""
+        check_supported(self, _SUPPORTED_VALUES, "LLaDA2.0")
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        # The released config carries `rope_scaling` (always null for the supported RoPE); `rope_parameters` is
-        # derived from `rope_theta`/`partial_rotary_factor`, which are written as they are.
+        # The released config carries `rope_scaling` (always null for the supported RoPE) and `rotary_dim`.
         output["rope_scaling"] = None
-        output.pop("rope_parameters", None)
-        output.pop("ignore_keys_at_rope_validation", None)
+        output["rotary_dim"] = self.rotary_dim
         return output
-
-    @property
-    def rope_parameters(self) -> dict[str, Any]:
-        return {
-            "rope_type": "default",
-            "rope_theta": self.rope_theta,
-            "partial_rotary_factor": self.partial_rotary_factor,
-        }
-
-    @rope_parameters.setter
-    def rope_parameters(self, value: dict[str, Any] | None) -> None:
-        if not value:
-            return
-        rope_type = value.get("rope_type", value.get("type", "default"))
-        if rope_type != "default":
-            raise ValueError(
-                f"LLaDA2MoeConfig: rope_type={rope_type!r} (from `rope_scaling`/`rope_parameters`) is not "
-                "implemented; the released LLaDA2.0 checkpoints use plain RoPE (`rope_scaling: null`)."
-            )
-        self.rope_theta = value.get("rope_theta", self.rope_theta)
-        self.partial_rotary_factor = value.get("partial_rotary_factor", self.partial_rotary_factor)
 
 
 __all__ = ["LLaDA2MoeConfig"]

@@ -1,0 +1,147 @@
+"""Validation and RoPE helpers shared by the LLaDA 1.x and LLaDA2.0 configurations."""
+
+import functools
+from collections.abc import Callable, Iterable
+from numbers import Real
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassError
+
+
+class ConfigTypeError(StrictDataclassError, TypeError):
+    """A configuration field has the wrong type."""
+
+
+class ConfigValueError(StrictDataclassError, ValueError):
+    """A configuration field, or a combination of fields, has an invalid value."""
+
+
+def _raise_builtin_errors(method: Callable) -> Callable:
+    """Re-raises `huggingface_hub`'s validation errors as `ConfigTypeError`/`ConfigValueError` (same message)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except StrictDataclassError as error:
+            if isinstance(error, (TypeError, ValueError)):
+                raise
+            error_class = ConfigTypeError if isinstance(error.__cause__, TypeError) else ConfigValueError
+            raise error_class(str(error)) from error.__cause__
+
+    return wrapper
+
+
+def strict_config(cls: type) -> type:
+    """
+    `huggingface_hub`'s `@strict`, as on transformers' own configs: every field is type-checked on construction and
+    on assignment (also through the standard names of `attribute_map`), and the `validate_*` methods run after
+    construction and before saving. The errors it raises are also `TypeError`/`ValueError`.
+    """
+    cls = strict(cls)
+    strict_setattr = cls.__setattr__
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        strict_setattr(self, cls.attribute_map.get(name, name), value)
+
+    cls.__setattr__ = _raise_builtin_errors(__setattr__)
+    cls.__init__ = _raise_builtin_errors(cls.__init__)
+    cls.validate = _raise_builtin_errors(cls.validate)
+    return cls
+
+
+def _check(config, names: Iterable[str], rule: str, is_valid: Callable[[Any], bool]) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not is_valid(value):
+            raise ValueError(f"`{name}` must be {rule}, got {value!r}.")
+
+
+def check_positive(config, names: Iterable[str]) -> None:
+    """Raises a `ValueError` naming the first of `names` that is set and not > 0."""
+    _check(config, names, "positive", lambda value: value > 0)
+
+
+def check_non_negative(config, names: Iterable[str]) -> None:
+    """Raises a `ValueError` naming the first of `names` that is set and negative."""
+    _check(config, names, ">= 0", lambda value: value >= 0)
+
+
+def check_dropout(config, names: Iterable[str]) -> None:
+    """Raises a `ValueError` naming the first of `names` that is not a probability in [0, 1)."""
+    _check(config, names, "in [0, 1)", lambda value: 0 <= value < 1)
+
+
+def check_supported(config, supported_values: Iterable[tuple[str, Any]], released: str) -> None:
+    """Refuses options that the released code supports but that are not implemented here."""
+    for option, supported in supported_values:
+        value = getattr(config, option)
+        if value != supported:
+            raise ValueError(
+                f"{type(config).__name__}: `{option}={value!r}` is not implemented (only {supported!r}, as in the "
+                f"released {released} checkpoints)."
+            )
+
+
+class RopeParameter:
+    """
+    A RoPE parameter that the released `config.json` stores at the top level (`rope_theta`, `partial_rotary_factor`)
+    and transformers 5.x in `config.rope_parameters`. It reads and writes `config.rope_parameters`, so an edit made
+    through either name is seen by the other, by the saved file and by models built afterwards.
+    """
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, config, owner: type | None = None):
+        if config is None:
+            return self
+        rope_parameters = config.plain_rope_parameters()
+        if self.name not in rope_parameters:
+            raise AttributeError(f"{type(config).__name__}.rope_parameters has no {self.name!r}.")
+        return rope_parameters[self.name]
+
+    def __set__(self, config, value) -> None:
+        if config.rope_parameters is None:
+            config.rope_parameters = {}
+        config.rope_parameters[self.name] = value
+
+
+class ReleasedRopeMixin:
+    """
+    Plain RoPE (`rope_type="default"`) whose parameters the released files keep as top-level keys (listed in
+    `released_rope_keys`, each a `RopeParameter`). `rope_parameters` is the one place they are stored: edits of it,
+    in place or by assigning a new dict, reach the saved file's released keys and the models built from the config;
+    any other `rope_type` is refused.
+    """
+
+    released_rope_keys = ("rope_theta",)
+    rope_theta = RopeParameter()
+
+    def plain_rope_parameters(self) -> dict[str, Any]:
+        """`rope_parameters`, after checking that they describe plain RoPE (the only kind implemented)."""
+        rope_parameters = self.rope_parameters or {}
+        rope_type = rope_parameters.get("rope_type", rope_parameters.get("type", "default"))
+        if rope_type != "default":
+            raise ValueError(
+                f"{type(self).__name__}: rope_type={rope_type!r} (from `rope_scaling`/`rope_parameters`) is not "
+                "implemented; the released checkpoints use plain RoPE."
+            )
+        return rope_parameters
+
+    def validate_rope(self) -> None:
+        """Part of `@strict`-powered validation: plain RoPE with every released key set to a positive number."""
+        rope_parameters = self.plain_rope_parameters()
+        for key in self.released_rope_keys:
+            value = rope_parameters.get(key)
+            if not isinstance(value, Real) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"`rope_parameters[{key!r}]` must be a positive number, got {value!r}.")
+        super().validate_rope()
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        # The released files carry the RoPE parameters as top-level keys and no `rope_parameters`.
+        rope_parameters = output.pop("rope_parameters", None) or {}
+        output.update({key: rope_parameters.get(key) for key in self.released_rope_keys})
+        return output
