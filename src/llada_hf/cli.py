@@ -6,11 +6,14 @@
         --gen-length 128 --steps 128 --block-length 32 "Explain diffusion language models."
 
 Without `--model`, the tiny instruction-following LLaDA shipped with the package is used (see
-`model_cards/bundled-tiny-llada.md`). Sampler options default to the model's saved generation config. When stdout is
-a terminal, the denoising drafts are shown as they change (`TextDiffusionStreamer`).
+`model_cards/bundled-tiny-llada.md`). Every sampler field of `DiffusionGenerationConfig` has its flag (`--steps`,
+`--parallel-decoding`, `--factor`, ...); unset flags keep the model's saved generation config. When stdout is a
+terminal, the denoising drafts are shown as they change (`TextDiffusionStreamer`). Ctrl-C exits with status 130.
 """
 
 import argparse
+import inspect
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,40 +23,117 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TextDiffusionStrea
 
 from . import BUNDLED_MODEL_PATH
 from .generation import DiffusionGenerationConfig
+from .generation.configuration_diffusion import (
+    BLOCK_SCHEDULES,
+    DIFFUSION_CACHES,
+    PARALLEL_DECODING,
+    REMASKING_STRATEGIES,
+)
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 # `owner/name` (the Hub's repo-id syntax); anything else that is not an existing folder is a missing local path.
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 EXIT_COMMANDS = {"exit", "quit"}
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
-# Sampler options: (flag, generate() keyword, type, help). Unset options keep the model's saved generation config.
-SAMPLER_OPTIONS = (
-    ("--max-new-tokens", "max_new_tokens", int, "answer length (the canvas is rounded up to whole blocks)"),
-    (
-        "--gen-length",
-        "gen_length",
-        int,
-        "official name: exact answer length, a multiple of --block-length (LLaDA 1.x)",
-    ),
-    ("--steps", "steps", int, "denoising steps (LLaDA 1.x: in total; LLaDA2.0: per block)"),
-    ("--block-length", "block_length", int, "tokens per block (semi-autoregressive decoding)"),
-    ("--temperature", "temperature", float, "0 is greedy; above 0 samples"),
-    ("--top-k", "top_k", int, "top-k filter before sampling (LLaDA2.0)"),
-    ("--top-p", "top_p", float, "top-p filter before sampling (LLaDA2.0)"),
-    ("--remasking", "remasking", str, "low_confidence (official default), margin, entropy or random"),
-    ("--cfg-scale", "cfg_scale", float, "classifier-free guidance scale (0 disables it)"),
-    ("--threshold", "threshold", float, "confidence threshold for committing several tokens per step (LLaDA2.0)"),
-    ("--editing-threshold", "editing_threshold", float, "LLaDA2.1 token editing: rewrite committed tokens above it"),
-    ("--max-post-steps", "max_post_steps", int, "LLaDA2.1 token editing: editing-only steps per block (default 16)"),
-    ("--parallel-decoding", "parallel_decoding", str, "quota (official), threshold, factor or entropy_bound"),
-    ("--diffusion-cache", "diffusion_cache", str, "none, block, prefix or dual (see the README)"),
-)
-SAMPLER_FLAGS = (
-    ("--logits-eos-inf", "logits_eos_inf", "never predict EOS (official option)"),
-    ("--confidence-eos-eot-inf", "confidence_eos_eot_inf", "commit EOS/EoT tokens last (official option)"),
-    ("--eos-early-stop", "eos_early_stop", "stop once the answer is complete up to an EOS"),
-)
+# Sampler flags are derived from `DiffusionGenerationConfig`: each of its `diffusion_fields` and each standard field its
+# docstring documents gets `--field-name`, typed and described by that docstring. Unset flags keep the model's saved
+# generation config. Fields with no meaning on a command line get no flag:
+NON_CLI_FIELDS = ("output_history", "return_dict_in_generate", "compile_config", "num_return_sequences")
+FIELD_CHOICES = {
+    "block_schedule": BLOCK_SCHEDULES,
+    "remasking": REMASKING_STRATEGIES,
+    "parallel_decoding": PARALLEL_DECODING,
+    "diffusion_cache": DIFFUSION_CACHES,
+}
+FIELD_ALIASES = {"show_progress": ("--progress",)}
+# Help for the fields whose docstring's first sentence does not suit a command line; the others use that sentence.
+FIELD_HELP = {
+    "max_new_tokens": "The most answer tokens (the answer ends at its first EOS). With --steps, the exact answer "
+    "length (official semantics).",
+    "steps": "Denoising steps: in total for the 'prompt' block schedule (LLaDA 1.x), per block for 'absolute' "
+    "(LLaDA2.0). Like --gen-length, it selects the official sampler's semantics.",
+    "temperature": "0 is greedy; above 0 samples (and implies --do-sample).",
+    "do_sample": "Sample rather than decode greedily.",
+    "cache_implementation": "'static' with --diffusion-cache block: preallocated keys/values and fixed-shape steps, "
+    "compiled on CUDA.",
+    "disable_compile": "Run the steps of the static cache eagerly.",
+}
+DOCSTRING_TYPES = {"int": int, "float": float, "str": str}
+
+
+def documented_fields() -> dict[str, tuple[str, str, str]]:
+    """`{field: (section, type, help)}` from the `Args:` of the `DiffusionGenerationConfig` docstring (transformers'
+    format, with `> Section` lines); the help is the description's first sentence."""
+    args = (inspect.getdoc(DiffusionGenerationConfig) or "").partition("\nArgs:\n")[2]
+    section, entries = "", []
+    for line in args.splitlines():
+        if line.startswith("    > "):
+            section = line[6:].strip()
+        elif re.match(r" {4}\w", line):
+            entries.append((section, re.findall(r"(?:^|, )(\w+)(?: \(([^)]*)\))?", line.strip()), []))
+        elif line.startswith("        ") and entries:
+            entries[-1][2].append(line.strip())
+        elif line.strip():
+            break  # the next docstring section
+    fields = {}
+    for section, names, lines in entries:
+        description = " ".join(lines[: next((i for i, line in enumerate(lines) if line.startswith("- ")), None)])
+        first_sentence = re.match(r"(.+?\.)(?:\s|$)", description)
+        help_text = re.sub(r"\[`([\w.]+)`\]|`", r"\1", first_sentence[1] if first_sentence else description)
+        fields.update({name: (section, kind, help_text) for name, kind in names})
+    return fields
+
+
+def sampler_fields() -> tuple[str, ...]:
+    """The `DiffusionGenerationConfig` fields that get a flag, in docstring order: the diffusion fields and the
+    documented standard ones, less `NON_CLI_FIELDS`."""
+    config = DiffusionGenerationConfig()
+    documented = [name for name in documented_fields() if hasattr(config, name)]
+    undocumented = [name for name in DiffusionGenerationConfig.diffusion_fields if name not in documented]
+    return tuple(name for name in documented + undocumented if name not in NON_CLI_FIELDS)
+
+
+def _json_or_text(text: str):
+    """The value of a flag whose field has no documented type: JSON (`1.2`, `true`, `[5, 7]`), else the text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    documented = documented_fields()
+    groups = {}
+    for name in sampler_fields():
+        section, kind, help_text = documented.get(name, ("", "", f"The generation config's {name}."))
+        help_text = FIELD_HELP.get(name, help_text)
+        title = f"sampler: {section.lower()}" if section else "sampler"
+        if title not in groups:
+            groups[title] = parser.add_argument_group(title)
+        options = {"dest": name, "default": None, "help": help_text.replace("%", "%%")}
+        first_type = re.search(r"`([^`]+)`", kind)  # `int` or `list[int]` -> int, repeatable for a list
+        first_type = first_type[1] if first_type else None
+        if first_type == "bool":
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options.update(type=DOCSTRING_TYPES.get(first_type, _json_or_text), choices=FIELD_CHOICES.get(name))
+            if first_type not in DOCSTRING_TYPES:
+                options["metavar"] = "JSON"
+        if "list[" in kind:
+            options.update(action="append", help=options["help"] + " Repeat the flag for several.")
+        flag = "--" + name.replace("_", "-")
+        groups[title].add_argument(flag, *FIELD_ALIASES.get(name, ()), **options)
+        if name == "max_new_tokens":
+            groups[title].add_argument(
+                "--gen-length",
+                type=int,
+                default=None,
+                help="Official name: exact answer length (a multiple of --block-length for LLaDA 1.x). Like --steps, "
+                "it selects the official sampler's semantics.",
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,17 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_argument_group("model")
     model.add_argument("--model", default=BUNDLED_MODEL_PATH, help="local folder or Hub id (default: bundled model)")
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps, ... (default: cuda if available)")
+    model.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit (default: main)")
+    model.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, cuda:1, mps, ..., or auto (accelerate's device_map='auto') (default: cuda if available)",
+    )
     model.add_argument("--dtype", choices=["auto", *DTYPES], default="auto", help="weights dtype (default: saved)")
+    model.add_argument(
+        "--attn-implementation",
+        choices=ATTENTION_IMPLEMENTATIONS,
+        default=None,
+        help="attention kernel (default: sdpa)",
+    )
     model.add_argument("--load-in-4bit", action="store_true", help="quantize the weights to 4 bits (bitsandbytes)")
     model.add_argument("--system", default=None, help="system prompt (chat template)")
     model.add_argument("--no-chat-template", action="store_true", help="feed the text as is (base models)")
-    sampler = common.add_argument_group("sampler (default: the model's generation_config.json)")
-    for flag, _, kind, help_text in SAMPLER_OPTIONS:
-        sampler.add_argument(flag, type=kind, default=None, help=help_text)
-    for flag, _, help_text in SAMPLER_FLAGS:
-        sampler.add_argument(flag, action="store_true", default=None, help=help_text)
+    sampler = common.add_argument_group("sampler", "Unset options keep the model's generation_config.json.")
     sampler.add_argument("--seed", type=int, default=None, help="random seed (sampling, random remasking)")
+    _add_sampler_arguments(common)
     display = common.add_argument_group("display")
     display.add_argument(
         "--drafts",
@@ -82,7 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="show the denoising drafts (default: when stdout is a terminal)",
     )
-    display.add_argument("--progress", action="store_true", help="show a progress bar over the denoising steps")
 
     generate = commands.add_parser("generate", parents=[common], help="answer one prompt and exit")
     generate.add_argument("prompt", help="the prompt (use - to read it from stdin)")
@@ -96,28 +183,33 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     parser = args.command_parser
-    sampler_kwargs = _sampler_kwargs(args)
+    sampler_kwargs = sampler_kwargs_from_args(args)
     _check_sampler_options(parser, sampler_kwargs)
     if args.seed is not None:
         torch.manual_seed(args.seed)
-    model, tokenizer = load(parser, args)
-    session = ChatSession(model, tokenizer, args, sampler_kwargs)
-    if args.command == "generate":
-        prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-        session.answer(prompt)
-        return 0
-    return session.loop(sys.stdin, interactive=sys.stdin.isatty())
+    try:
+        model, tokenizer = load(parser, args)
+        session = ChatSession(model, tokenizer, args, sampler_kwargs)
+        if args.command == "generate":
+            prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+            session.answer(prompt)
+            return 0
+        return session.loop(sys.stdin, interactive=sys.stdin.isatty())
+    except KeyboardInterrupt:
+        print("\nInterrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ValueError as error:  # options that do not fit the model, e.g. a canvas longer than its context
+        parser.error(_as_option_names(str(error)))
 
 
-def _sampler_kwargs(args: argparse.Namespace) -> dict:
-    names = [name for _, name, _, _ in SAMPLER_OPTIONS] + [name for _, name, _ in SAMPLER_FLAGS]
+def sampler_kwargs_from_args(args: argparse.Namespace) -> dict:
+    """The `generate()` keywords of the sampler flags the user gave."""
+    names = (*sampler_fields(), "gen_length")
     kwargs = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if "gen_length" in kwargs and "max_new_tokens" in kwargs:
         kwargs.pop("max_new_tokens")  # the official name wins, as in `generate()`
-    if args.progress:
-        kwargs["show_progress"] = True
     if kwargs.get("temperature", 0) > 0:
-        kwargs["do_sample"] = True
+        kwargs.setdefault("do_sample", True)
     return kwargs
 
 
@@ -150,21 +242,28 @@ def load(parser: argparse.ArgumentParser, args: argparse.Namespace):
         if not (local / "config.json").is_file():
             parser.error(f"--model {location!r}: the folder has no config.json.")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model_kwargs = {"dtype": "auto" if args.dtype == "auto" else DTYPES[args.dtype]}
+    model_kwargs = {
+        "dtype": "auto" if args.dtype == "auto" else DTYPES[args.dtype],
+        "revision": args.revision,
+        "attn_implementation": args.attn_implementation,
+    }
     if args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
         compute_dtype = DTYPES.get(args.dtype, torch.bfloat16)
-        quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype)
-        model_kwargs.update(quantization_config=quantization, device_map=device)
+        model_kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype
+        )
+    if args.load_in_4bit or device == "auto":
+        model_kwargs["device_map"] = device  # placed by accelerate while loading
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=args.revision)
         model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
     except OSError as error:
         parser.error(f"--model {location!r}: cannot load it ({error}).")
-    except ImportError as error:  # e.g. --load-in-4bit without bitsandbytes
+    except (ImportError, ValueError) as error:  # e.g. --load-in-4bit without bitsandbytes, an unsupported attention
         parser.error(str(error))
-    if not args.load_in_4bit:
+    if "device_map" not in model_kwargs:
         model.to(device)
     return model.eval(), tokenizer
 
@@ -198,7 +297,14 @@ class ChatSession:
     def answer(self, text: str) -> str:
         input_ids = self._prompt_ids(text).to(self.model.device)
         streamer = self._streamer()
-        sequences = self.model.generate(input_ids, streamer=streamer, **self.sampler_kwargs)
+        try:
+            sequences = self.model.generate(
+                input_ids, streamer=streamer, tokenizer=self.tokenizer, **self.sampler_kwargs
+            )
+        except KeyboardInterrupt:
+            if streamer is not None:
+                streamer.end()  # erases the draft, keeps the committed text
+            raise
         answer = self._decode(sequences[0, input_ids.shape[1] :])
         if streamer is None:
             print(answer, flush=True)
