@@ -176,3 +176,22 @@ def test_llada_hf_lm_eval_model_does_not_warn(untrained_folder):
         warnings.simplefilter("always")
         DiffusionLMEval(pretrained=str(untrained_folder), device="cpu", dtype="float32")
     assert not [warning for warning in caught if HF_WARNING in str(warning.message)]
+
+
+def test_generate_until_with_max_gen_toks_above_the_canvas():
+    """lm-eval asks for up to `max_gen_toks` tokens (here far more than the model's 64 positions): the answer grows a
+    canvas at a time and ends at its EOS."""
+    from lm_eval.api.instance import Instance
+
+    from llada_hf.evaluation import DiffusionLMEval
+
+    model, tokenizer = trained_reversal_model()
+    lm = DiffusionLMEval(pretrained=model, tokenizer=tokenizer, device="cpu", canvas_length=5, block_length=5)
+    rng = random.Random(11)
+    examples = [reversal_example(rng) for _ in range(8)]
+    requests = [
+        Instance(request_type="generate_until", doc={}, arguments=(prompt, {"until": [], "max_gen_toks": 1024}), idx=0)
+        for prompt, _ in examples
+    ]
+    answers = lm.generate_until(requests, disable_tqdm=True)
+    assert sum(answer.strip() == expected for answer, (_, expected) in zip(answers, examples)) >= 7, answers

@@ -145,7 +145,9 @@ def test_official_keywords_keep_the_exact_length(llada):
 
 def test_steps_must_split_over_a_canvas(llada):
     with pytest.raises(ValueError, match="canvas_length"):
-        llada.generate(prompt_of(4, seed=6), canvas_length=8, block_length=2, generation_config=GenerationConfig(steps=3))
+        llada.generate(
+            prompt_of(4, seed=6), canvas_length=8, block_length=2, generation_config=GenerationConfig(steps=3)
+        )
 
 
 def test_max_length_of_a_generation_config_is_honoured(llada):
@@ -327,3 +329,17 @@ def test_pipeline_refuses_unsupported_flags_by_name(bundled):
     generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
     with pytest.raises(ValueError, match="num_beams"):
         generator([{"role": "user", "content": "Sort: 3 1"}], num_beams=2)
+
+
+def test_progress_bar_follows_transformers_logging(llada, capfd):
+    from transformers.utils import logging
+
+    prompt = prompt_of(3, seed=13)
+    llada.generate(prompt, max_new_tokens=4, canvas_length=4, block_length=4, show_progress=True)
+    assert "denoising" in capfd.readouterr().err
+    logging.disable_progress_bar()
+    try:
+        llada.generate(prompt, max_new_tokens=4, canvas_length=4, block_length=4, show_progress=True)
+        assert "denoising" not in capfd.readouterr().err
+    finally:
+        logging.enable_progress_bar()

@@ -14,10 +14,10 @@ import torch
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging
 
+from ..generation.utils import OFFICIAL_KEYWORDS
 from ..training.likelihood import estimate_log_likelihood
 
 
@@ -212,7 +212,7 @@ class DiffusionLMEval(TemplateLM):
         for index, request in enumerate(requests):
             groups[json.dumps(request.args[1], sort_keys=True, default=str)].append(index)
 
-        progress = tqdm(total=len(requests), disable=disable_tqdm, desc="Generating (diffusion)")
+        progress = logging.tqdm(total=len(requests), disable=disable_tqdm, desc="Generating (diffusion)")
         eos_text = self.tokenizer.decode([self.eot_token_id])
         for indices in groups.values():
             gen_kwargs = normalize_gen_kwargs(requests[indices[0]].args[1], self.max_gen_toks)
@@ -230,8 +230,18 @@ class DiffusionLMEval(TemplateLM):
         return results
 
     def _generate(self, contexts: list[str], max_new_tokens: int, gen_kwargs: dict) -> list[str]:
-        """Left-pads the contexts, samples `max_new_tokens` answer tokens and decodes each answer up to its EOS."""
-        budget = self.max_length - max_new_tokens
+        """Left-pads the contexts, generates at most `max_new_tokens` answer tokens (exactly that many with the
+        official sampler's keywords, e.g. `steps`) and decodes each answer up to its EOS."""
+        kwargs = {**self.generation_kwargs, **gen_kwargs, "max_new_tokens": max_new_tokens}
+        if self.cfg_scale:
+            kwargs.setdefault("cfg_scale", self.cfg_scale)
+        # The context keeps room for the first canvas; in transformers' dialect the answer grows as long as it fits.
+        first_canvas = max_new_tokens
+        if not OFFICIAL_KEYWORDS & kwargs.keys():
+            first_canvas = min(
+                max_new_tokens, kwargs.get("canvas_length") or self.model.generation_config.canvas_length
+            )
+        budget = self.max_length - first_canvas
         if budget < 1:
             raise ValueError(f"`max_gen_toks` ({max_new_tokens}) leaves no room for a prompt in `max_length`.")
         encoded = [self.tok_encode(context)[-budget:] for context in contexts]
@@ -243,9 +253,6 @@ class DiffusionLMEval(TemplateLM):
                 input_ids[row, width - len(tokens) :] = torch.tensor(tokens)
                 attention_mask[row, width - len(tokens) :] = 1
 
-        kwargs = {**self.generation_kwargs, **gen_kwargs, "max_new_tokens": max_new_tokens}
-        if self.cfg_scale:
-            kwargs.setdefault("cfg_scale", self.cfg_scale)
         sequences = self.model.generate(
             input_ids.to(self.device), attention_mask=attention_mask.to(self.device), **kwargs
         )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from transformers.utils import logging
 
 from .loss import IGNORE_INDEX, masked_diffusion_loss
 
@@ -188,7 +188,7 @@ def estimate_log_likelihood(
 
     totals = torch.zeros(len(answers), dtype=torch.float64)
     draws = torch.zeros(len(answers), dtype=torch.float64)
-    for start in tqdm(range(0, len(rows), batch_size), desc="ELBO", disable=not progress_bar):
+    for start in logging.tqdm(range(0, len(rows), batch_size), desc="ELBO", disable=not progress_bar):
         pairs, masks = zip(*rows[start : start + batch_size])
         batch = build_elbo_batch(
             [prompts[pair] + answers[pair] for pair in pairs],
