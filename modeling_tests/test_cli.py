@@ -130,9 +130,10 @@ def test_sampler_flags_reach_generate(loaded, capsys):
 
 
 def test_standard_processor_flags_reach_generate(loaded, capsys):
-    code, lines = run(["generate", "--repetition-penalty", "1.0", "--suppress-tokens", "[]", DEMO_PROMPT], capsys)
+    flags = ["--repetition-penalty", "1.0", "--suppress-tokens", "31", "--suppress-tokens", "32"]
+    code, lines = run(["generate", *flags, DEMO_PROMPT], capsys)
     assert code == 0 and lines == [DEMO_ANSWER]
-    assert loaded.generate_kwargs == [{"repetition_penalty": 1.0, "suppress_tokens": []}]
+    assert loaded.generate_kwargs == [{"repetition_penalty": 1.0, "suppress_tokens": [31, 32]}]
 
 
 @pytest.mark.parametrize(

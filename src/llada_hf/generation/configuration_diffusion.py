@@ -151,10 +151,28 @@ class DiffusionGenerationConfig(GenerationConfig):
             `top_k`/`top_p` filtered logits). Greedy is saved as `do_sample=False` with `temperature` unset.
         top_k (`int`, *optional*), top_p (`float`, *optional*):
             Filters applied to the logits before sampling (only when sampling).
-        repetition_penalty, sequence_bias, bad_words_ids, suppress_tokens, min_p, typical_p, epsilon_cutoff, eta_cutoff, remove_invalid_values, renormalize_logits:
-            The standard logits processors, applied to every candidate column with its row's canvas as context
-            (`processors.py`); `bad_words_ids` and `sequence_bias` take single tokens only. The sampling filters act
-            only when sampling.
+        repetition_penalty (`float`, *optional*):
+            Transformers' repetition penalty, with the row's canvas as the context of every candidate column.
+        bad_words_ids (`list[list[int]]`, *optional*):
+            Tokens never produced (single tokens only: `[[id1], [id2]]`).
+        suppress_tokens (`list[int]`, *optional*):
+            Tokens never produced.
+        sequence_bias (`list[list]`, *optional*):
+            Logit biases of single tokens: `[[[id], bias], ...]`.
+        min_p (`float`, *optional*):
+            Min-p filter of the untempered distribution (when sampling).
+        typical_p (`float`, *optional*):
+            Typical-p filter (when sampling).
+        epsilon_cutoff (`float`, *optional*):
+            Epsilon sampling filter (when sampling).
+        eta_cutoff (`float`, *optional*):
+            Eta sampling filter (when sampling).
+        remove_invalid_values (`bool`, *optional*):
+            Replace NaN/inf logits before tokens are chosen.
+        renormalize_logits (`bool`, *optional*):
+            Log-softmax the processed logits (the chosen tokens do not change).
+            All of these are transformers' own logits processors, applied to every candidate column with its row's
+            canvas as the context (`processors.py`).
         stop_strings (`str` or `list[str]`, *optional*):
             The answer is cut after the first stop string (and padded); needs `tokenizer=` in `generate()`.
         num_return_sequences (`int`, *optional*):
