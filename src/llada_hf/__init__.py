@@ -17,6 +17,7 @@ from transformers.conversion_mapping import register_checkpoint_conversion_mappi
 from .configuration_llada import LLaDAConfig
 from .configuration_llada2_moe import LLaDA2MoeConfig
 from .generation import DiffusionGenerationConfig, DiffusionGenerationMixin
+from .integrations.hub import expose_in_transformers
 from .integrations.peft import register_peft_target_modules_if_imported
 from .modeling_llada import CHECKPOINT_CONVERSION_MAPPING as _LLADA_CONVERSION
 from .modeling_llada import LLaDAModel, LLaDAModelLM, LLaDAPreTrainedModel
@@ -39,6 +40,8 @@ def _register() -> None:
     register_checkpoint_conversion_mapping(LLaDAConfig.model_type, _LLADA_CONVERSION, overwrite=True)
     register_checkpoint_conversion_mapping(LLaDA2MoeConfig.model_type, _LLADA2_CONVERSION, overwrite=True)
     register_peft_target_modules_if_imported()
+    # `transformers serve` loads a model as `getattr(transformers, config.architectures[0])`.
+    expose_in_transformers((LLaDAConfig, LLaDAModel, LLaDAModelLM, LLaDA2MoeConfig, LLaDA2MoeModel, LLaDA2MoeModelLM))
 
 
 _register()

@@ -19,6 +19,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
+from .integrations.hub import add_remote_code_auto_map, model_tags, write_remote_code_files
 from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
 from .integrations.peft import register_peft_target_modules_if_imported
 from .integrations.trl import refuse_trl_trainer
@@ -223,6 +224,11 @@ class DiffusionLMOutput(ModelOutput):
     router_logits: tuple[torch.FloatTensor, ...] | None = None
 
 
+def _llada_hf_class(cls: type) -> type:
+    """The nearest class of `cls`'s MRO defined by llada_hf itself."""
+    return next(base for base in cls.__mro__ if base.__module__.startswith("llada_hf."))
+
+
 class DiffusionPreTrainedModel(PreTrainedModel):
     """What both families' `PreTrainedModel` classes share: attention back-ends, checkpointing and initialisation."""
 
@@ -241,6 +247,27 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         super().post_init()
         # Default PEFT adapter targets for our model types, if PEFT is in use (see `integrations/peft.py`).
         register_peft_target_modules_if_imported()
+        # Hub tags for `push_to_hub` and the Trainer's model card, on the instance: `add_model_tags` appends in place.
+        self.add_model_tags(model_tags(self.config.model_type))
+
+    def save_pretrained(self, save_directory, is_main_process: bool = True, **kwargs):
+        """As [`~PreTrainedModel.save_pretrained`], plus an `auto_map` and the `trust_remote_code` entry points of
+        `llada_hf.integrations.hub`: the folder also loads where `llada_hf` was never imported."""
+        add_remote_code_auto_map(self.config, base_model=not isinstance(self, DiffusionLMHeadMixin))
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
+        if self.should_save_on_this_rank(is_main_process):
+            write_remote_code_files(self.config.model_type, save_directory)
+
+    # transformers decides whether the attention and experts kernels can be switched by reading the source of the
+    # module defining the class. The `trust_remote_code` entry points are subclasses in modules without layers, so
+    # judge by the llada_hf class they extend (otherwise a remote-code LLaDA2 would be stuck on eager experts).
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        return PreTrainedModel._can_set_attn_implementation.__func__(_llada_hf_class(cls))
+
+    @classmethod
+    def _can_set_experts_implementation(cls) -> bool:
+        return PreTrainedModel._can_set_experts_implementation.__func__(_llada_hf_class(cls))
 
     def add_model_tags(self, tags: list[str] | str) -> None:
         # TRL's trainers tag the model they are built on, and would train it with a next-token loss: refuse them
