@@ -6,6 +6,7 @@ from transformers import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
 
 from .configuration_utils import (
+    ReleasedConfigMixin,
     ReleasedRopeMixin,
     check_dropout,
     check_positive,
@@ -13,21 +14,6 @@ from .configuration_utils import (
     strict_config,
 )
 
-
-# Keys the released `config.json` always carries and whose absence would silently change the architecture: the
-# released config class falls back to OLMo's defaults (weight tying on, vocab 50257, rope_theta 10000, ...).
-ARCHITECTURE_KEYS = (
-    "d_model",
-    "n_heads",
-    "n_layers",
-    "vocab_size",
-    "embedding_size",
-    "weight_tying",
-    "rope_theta",
-    "block_type",
-    "layer_norm_type",
-    "activation_type",
-)
 
 # (option, value this implementation computes, what the released checkpoints use)
 _SUPPORTED_VALUES = (
@@ -47,7 +33,7 @@ _SUPPORTED_VALUES = (
 
 
 @strict_config
-class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
+class LLaDAConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a LLaDA 1.x masked-diffusion model. It reads and writes the released `config.json` unchanged
     (OLMo-style names such as `d_model`, `n_layers`, `mlp_hidden_size`, `weight_tying`) and also answers to the
@@ -60,8 +46,13 @@ class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
     types or norms, biases, ...) raise a `ValueError` instead of silently computing something else.
 
     `rope_theta` lives in `rope_parameters` (transformers 5.x) and is saved as the released top-level key; editing
-    either is the same edit. The released config states no `bos_token_id` (the tokenizer's `<|startoftext|>`, 126080,
-    is never prepended automatically), so it defaults to `None`.
+    either is the same edit. `mask_token_id`/`eos_token_id`/`pad_token_id` default to the released tokenizer's ids
+    (126336 / 126081 / 126081) when those fit in `vocab_size`, and to `None` otherwise; an id outside the vocabulary
+    raises a `ValueError`. The released config states no `bos_token_id` (the tokenizer's `<|startoftext|>`, 126080, is
+    never prepended automatically), so it defaults to `None`.
+
+    A loaded `config.json` must state every key of `architecture_keys`: the released config class falls back to
+    OLMo's defaults (weight tying on, vocab 50257, rope_theta 10000, ...) for a missing one.
 
     Example:
 
@@ -98,6 +89,19 @@ class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
     }
 
     default_theta = 500000.0
+    architecture_keys = (
+        "d_model",
+        "n_heads",
+        "n_layers",
+        "vocab_size",
+        "embedding_size",
+        "weight_tying",
+        "rope_theta",
+        "block_type",
+        "layer_norm_type",
+        "activation_type",
+    )
+    default_token_ids = {"mask_token_id": 126336, "eos_token_id": 126081, "pad_token_id": 126081}
 
     # Architecture (LLaDA-8B values)
     d_model: int = 4096
@@ -145,10 +149,10 @@ class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
     precision: str | None = None
 
     # Tokens and runtime
-    mask_token_id: int | None = 126336
+    mask_token_id: int | None = None
     bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = 126081
-    pad_token_id: int | None = 126081
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
     use_cache: bool = False
 
     def __post_init__(self, **kwargs):
@@ -202,18 +206,6 @@ class LLaDAConfig(ReleasedRopeMixin, PreTrainedConfig):
         check_supported(self, _SUPPORTED_VALUES, "LLaDA")
         if self.clip_qkv is not None:
             raise ValueError(f"LLaDAConfig: `clip_qkv={self.clip_qkv}` is not implemented (only None).")
-
-    @classmethod
-    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
-        """Loads a saved config; a released-format file that lacks an architecture key is refused."""
-        if config_dict.get("model_type") == cls.model_type:
-            missing = [key for key in ARCHITECTURE_KEYS if key not in config_dict]
-            if missing:
-                raise ValueError(
-                    f"LLaDA config.json is missing {missing}: the released code would fall back to OLMo defaults "
-                    "for these, so they must be stated explicitly."
-                )
-        return super().from_dict(config_dict, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()

@@ -7,6 +7,7 @@ from transformers import PreTrainedConfig
 from transformers.modeling_rope_utils import RopeParameters
 
 from .configuration_utils import (
+    ReleasedConfigMixin,
     ReleasedRopeMixin,
     RopeParameter,
     check_dropout,
@@ -16,10 +17,6 @@ from .configuration_utils import (
     strict_config,
 )
 
-
-# Default special tokens of the released tokenizer; used only when they fit the vocabulary.
-DEFAULT_EOS_TOKEN_ID = 156892
-DEFAULT_MASK_TOKEN_ID = 156895
 
 # (option, the only value implemented here). The released modeling code either ignores these options or computes
 # something the released checkpoints never use; any other value is refused instead of being silently dropped.
@@ -37,7 +34,7 @@ _SUPPORTED_VALUES = (
 
 
 @strict_config
-class LLaDA2MoeConfig(ReleasedRopeMixin, PreTrainedConfig):
+class LLaDA2MoeConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     r"""
     Configuration of a LLaDA2.0 masked-diffusion mixture-of-experts model (Bailing-MoE-v2 architecture). It reads and
     writes the released `config.json` unchanged; defaults describe LLaDA2.0-mini.
@@ -58,7 +55,9 @@ class LLaDA2MoeConfig(ReleasedRopeMixin, PreTrainedConfig):
 
     `embedding_dropout` and `output_dropout` are kept for the released format; like the released code, the model only
     applies `attention_dropout`. `mask_token_id`/`eos_token_id`/`pad_token_id` default to the released tokenizer's
-    ids (156895 / 156892 / 156892) when those fit in `vocab_size`, and to `None` otherwise.
+    ids (156895 / 156892 / 156892) when those fit in `vocab_size`, and to `None` otherwise; an id outside the
+    vocabulary raises a `ValueError`. A loaded `config.json` must state every key of `architecture_keys`, so that a
+    file of another architecture never silently becomes a model of LLaDA2.0-mini's size.
 
     Example:
 
@@ -106,6 +105,26 @@ class LLaDA2MoeConfig(ReleasedRopeMixin, PreTrainedConfig):
     }
 
     default_theta = 600000.0
+    architecture_keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "num_experts",
+        "num_shared_experts",
+        "num_experts_per_tok",
+        "n_group",
+        "topk_group",
+        "moe_intermediate_size",
+        "first_k_dense_replace",
+        "rope_theta",
+        "partial_rotary_factor",
+        "tie_word_embeddings",
+    )
+    default_token_ids = {"mask_token_id": 156895, "eos_token_id": 156892, "pad_token_id": 156892}
     released_rope_keys = ("rope_theta", "partial_rotary_factor")
     partial_rotary_factor = RopeParameter()
 
@@ -165,13 +184,6 @@ class LLaDA2MoeConfig(ReleasedRopeMixin, PreTrainedConfig):
         kwargs.setdefault("partial_rotary_factor", 0.5)
         # Derived from `head_dim * partial_rotary_factor`; a stored value must agree with it.
         rotary_dim = kwargs.pop("rotary_dim", None)
-        for name, default in (
-            ("mask_token_id", DEFAULT_MASK_TOKEN_ID),
-            ("eos_token_id", DEFAULT_EOS_TOKEN_ID),
-            ("pad_token_id", DEFAULT_EOS_TOKEN_ID),
-        ):
-            if getattr(self, name) is None and default < self.vocab_size:
-                setattr(self, name, default)
         super().__post_init__(**kwargs)
         if rotary_dim is not None and rotary_dim != self.rotary_dim:
             raise ValueError(

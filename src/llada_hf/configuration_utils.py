@@ -84,6 +84,46 @@ def check_supported(config, supported_values: Iterable[tuple[str, Any]], release
             )
 
 
+class ReleasedConfigMixin:
+    """
+    What both families' configs check beyond field types: a loaded config file must state every key in
+    `architecture_keys` (otherwise the constructor's defaults, which describe a released model, would silently replace
+    the checkpoint's sizes), and special-token ids must lie in the vocabulary. The released tokenizer's ids in
+    `default_token_ids` fill unset ids only where they fit `vocab_size`.
+    """
+
+    architecture_keys: tuple[str, ...] = ()
+    default_token_ids: dict[str, int] = {}
+
+    def __post_init__(self, **kwargs):
+        for name, default in self.default_token_ids.items():
+            if getattr(self, name) is None and default < self.vocab_size:
+                setattr(self, name, default)
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        """Loads a saved config; a file of this model type that lacks an architecture key is refused."""
+        if config_dict.get("model_type") == cls.model_type:
+            missing = [key for key in cls.architecture_keys if key not in config_dict]
+            if missing:
+                raise ConfigValueError(
+                    f"This {cls.model_type!r} config is missing the architecture key(s) {missing}: the defaults would "
+                    "build another model than the checkpoint's, so they must be stated explicitly."
+                )
+        return super().from_dict(config_dict, **kwargs)
+
+    def validate_token_ids(self):
+        """Part of `@strict`-powered validation: every special-token id set is a token of the vocabulary."""
+        for name in ("mask_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            token_ids = value if isinstance(value, list) else [value]
+            if any(token_id is not None and not 0 <= token_id < self.vocab_size for token_id in token_ids):
+                raise ValueError(
+                    f"`{name}` must be None or a token id in [0, vocab_size={self.vocab_size}), got {value!r}."
+                )
+
+
 class RopeParameter:
     """
     A RoPE parameter that the released `config.json` stores at the top level (`rope_theta`, `partial_rotary_factor`)

@@ -18,6 +18,7 @@ from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.import_utils import is_tracing
 
 from .integrations.hub import add_remote_code_auto_map, model_tags, write_remote_code_files
 from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
@@ -129,6 +130,121 @@ def eager_attention_forward(
     attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value_states)
     return attn_output.transpose(1, 2).contiguous(), attn_weights
+
+
+# What the forwards accept for each tensor argument (besides None)
+_ARGUMENT_TYPES = {
+    "input_ids": torch.Tensor,
+    "inputs_embeds": torch.Tensor,
+    "attention_mask": (torch.Tensor, BlockMask),
+    "position_ids": torch.Tensor,
+    "cache": Cache,
+    "labels": torch.Tensor,
+    "p_mask": torch.Tensor,
+    "loss_normalizer": (torch.Tensor, float, int),
+}
+
+
+def check_argument_types(**arguments) -> None:
+    """Raises a `TypeError` naming the first argument that is neither None nor of its type in `_ARGUMENT_TYPES`."""
+    for name, value in arguments.items():
+        expected = _ARGUMENT_TYPES[name]
+        if value is not None and not isinstance(value, expected):
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join(f"`{cls.__name__}`" for cls in expected)
+            raise TypeError(f"`{name}` must be a {names} or None, got {type(value).__name__}.")
+
+
+def _can_read_values(tensor: torch.Tensor) -> bool:
+    """Whether the values of `tensor` may be read (not while compiling, tracing or capturing a CUDA graph)."""
+    return tensor.numel() > 0 and tensor.device.type != "meta" and not is_tracing(tensor)
+
+
+def _check_range(name: str, tensor: torch.Tensor, limit_name: str, limit: int) -> None:
+    if _can_read_values(tensor):
+        low, high = (int(value) for value in torch.aminmax(tensor))
+        if low < 0 or high >= limit:
+            raise ValueError(f"`{name}` must be in [0, {limit_name}={limit}), got values from {low} to {high}.")
+
+
+def check_model_inputs(
+    config,
+    input_ids: torch.LongTensor | None,
+    inputs_embeds: torch.Tensor | None,
+    attention_mask: "torch.Tensor | BlockMask | None",
+    position_ids: torch.LongTensor | None,
+    cache: Cache | None,
+) -> None:
+    """Refuses, naming the argument and the rule, inputs that would fail deep inside the backbone or silently compute
+    something else: wrong types or shapes, token ids outside `[0, vocab_size)`, positions beyond
+    `max_position_embeddings`, a padding mask of another shape than `input_ids`."""
+    check_argument_types(
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        cache=cache,
+    )
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+    if input_ids is not None:
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"`input_ids` must hold int64 (or int32) token ids, got dtype {input_ids.dtype}.")
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must be 2-D [batch, seq_len], got shape {tuple(input_ids.shape)}.")
+        _check_range("input_ids", input_ids, "vocab_size", config.vocab_size)
+        batch_size, length = input_ids.shape
+        input_name = "input_ids"
+    else:
+        if inputs_embeds.dim() != 3 or inputs_embeds.shape[-1] != config.hidden_size:
+            raise ValueError(
+                f"`inputs_embeds` must be [batch, seq_len, hidden_size={config.hidden_size}], got shape "
+                f"{tuple(inputs_embeds.shape)}."
+            )
+        batch_size, length = inputs_embeds.shape[:2]
+        input_name = "inputs_embeds"
+
+    limit = config.max_position_embeddings
+    limit_name = type(config).attribute_map.get("max_position_embeddings", "max_position_embeddings")
+    if position_ids is None:
+        past_length = 0 if cache is None or is_tracing() else int(cache.get_seq_length())
+        if past_length + length > limit:
+            cached = f" after {past_length} cached ones" if past_length else ""
+            raise ValueError(
+                f"`{input_name}` holds {length} positions{cached}, more than the model's `{limit_name}` ({limit}): "
+                "shorten the input."
+            )
+    else:
+        if position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch_size) or position_ids.shape[1] != length:
+            raise ValueError(
+                f"`position_ids` must be [batch or 1, seq_len] = [{batch_size} or 1, {length}], got shape "
+                f"{tuple(position_ids.shape)}."
+            )
+        _check_range("position_ids", position_ids, limit_name, limit)
+
+    if not isinstance(attention_mask, torch.Tensor):
+        return
+    # With a cache, the keys also cover cached positions, whose number depends on the cache.
+    key_length = length if cache is None else attention_mask.shape[-1]
+    if attention_mask.dim() == 4 and (
+        attention_mask.shape[0] not in (1, batch_size) or attention_mask.shape[2:] != (length, key_length)
+    ):
+        raise ValueError(
+            f"A 4-D `attention_mask` must be [batch or 1, 1, q_len, kv_len] for {batch_size} rows of {length} "
+            f"positions, got shape {tuple(attention_mask.shape)}."
+        )
+    if attention_mask.dim() == 2:
+        if tuple(attention_mask.shape) != (batch_size, key_length):
+            raise ValueError(
+                f"A 2-D `attention_mask` must be [batch, seq_len] = [{batch_size}, {key_length}], got shape "
+                f"{tuple(attention_mask.shape)}."
+            )
+        if attention_mask.dtype != torch.bool and _can_read_values(attention_mask):
+            if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+                raise ValueError(
+                    "A 2-D `attention_mask` is a padding mask of 0s (pad) and 1s (token); this one holds other values "
+                    "(an additive mask must be 4-D [batch, 1, q_len, kv_len])."
+                )
 
 
 def prepare_attention_mask(
@@ -318,6 +434,7 @@ class DiffusionLMHeadMixin:
             masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
             `llada_hf.training` produce all three.
         """
+        check_argument_types(labels=labels, p_mask=p_mask, loss_normalizer=loss_normalizer)
         outputs: DiffusionModelOutput = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -26,6 +26,7 @@ from .modeling_diffusion_utils import (
     DiffusionRMSNorm,
     DiffusionRotaryEmbedding,
     apply_rotary_pos_emb,
+    check_model_inputs,
     default_position_ids,
     eager_attention_forward,
     prepare_attention_mask,
@@ -197,8 +198,7 @@ class LLaDAModel(LLaDAPreTrainedModel):
             Keys/values of positions encoded earlier; this forward's keys/values are added through `Cache.update`,
             so prefix and block caches can decide what to keep.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache)
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         if use_cache and cache is None:

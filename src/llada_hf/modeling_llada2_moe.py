@@ -36,6 +36,7 @@ from .modeling_diffusion_utils import (
     DiffusionRMSNorm,
     DiffusionRotaryEmbedding,
     apply_rotary_pos_emb,
+    check_model_inputs,
     default_position_ids,
     eager_attention_forward,
     prepare_attention_mask,
@@ -376,8 +377,7 @@ class LLaDA2MoeModel(LLaDA2MoePreTrainedModel):
             Keys/values of positions encoded earlier; this forward's keys/values are added through `Cache.update`.
             Since earlier blocks never attend to later ones under a block-causal mask, a prefix cache is exact.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
+        check_model_inputs(self.config, input_ids, inputs_embeds, attention_mask, position_ids, cache)
         if inputs_embeds is None:
             inputs_embeds = self.word_embeddings(input_ids)
         if use_cache and cache is None:
