@@ -23,7 +23,9 @@ the noise comes from torch's global generator, which the Trainer seeds with the 
 `seed` in multi-process training so that the processes draw different noise.
 """
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from numbers import Integral, Real
 from typing import NamedTuple
 
 import numpy as np
@@ -51,14 +53,30 @@ class DiffusionDataCollator:
     Args:
         mask_token_id (`int`): the id that replaces masked tokens.
         seed (`int`, *optional*): makes the noise of the n-th example a function of `(seed, n)`.
+        vocab_size (`int`, *optional*): when given, token ids (arguments and features) must be below it.
+
+    Arguments are checked on construction: token ids (every `*_token_id` field) are integers >= 0, sizes positive,
+    probabilities in [0, 1]; features are checked as they are read. Errors name the argument.
     """
 
     mask_token_id: int
     seed: int | None = None
+    vocab_size: int | None = None
 
     def __post_init__(self):
-        if self.seed is not None and self.seed < 0:
-            raise ValueError(f"`seed` must be a non-negative integer, got {self.seed}.")
+        _check_integer("seed", self.seed, 0, optional=True)
+        _check_integer("vocab_size", self.vocab_size, 1, optional=True)
+        for field in fields(self):
+            if field.name.endswith("_token_id"):
+                token_id = getattr(self, field.name)
+                _check_integer(field.name, token_id, 0, optional=field.default is None)
+                if token_id is not None and self.vocab_size is not None and token_id >= self.vocab_size:
+                    raise ValueError(f"`{field.name}` must be below `vocab_size` ({self.vocab_size}), got {token_id}.")
+        if getattr(self, "eos_token_id", None) == self.mask_token_id:
+            raise ValueError(
+                f"`eos_token_id` and `mask_token_id` are both {self.mask_token_id}: the EOS padding is supervised, so "
+                "the model would learn to answer with mask tokens."
+            )
         self._examples_seen = 0
 
     def draw_p_mask(self, length: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -75,13 +93,21 @@ class DiffusionDataCollator:
 
     def read(self, features: list[dict], require_labels: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """`(input_ids, maskable)` per feature; `maskable` is False where `labels` holds -100."""
+        if not features:
+            raise ValueError("`features` is empty: a batch needs at least one example.")
         rows = []
         for feature in features:
-            input_ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
+            if not isinstance(feature, Mapping) or "input_ids" not in feature:
+                raise TypeError(f"Each feature must be a dict with `input_ids`, got {type(feature).__name__}.")
+            input_ids = _integer_tensor("input_ids", feature["input_ids"])
             if input_ids.dim() != 1 or input_ids.numel() == 0:
                 raise ValueError(
                     f"Each feature's `input_ids` must be a non-empty 1-D sequence, got {input_ids.shape}."
                 )
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or (self.vocab_size is not None and high >= self.vocab_size):
+                rule = ">= 0" if self.vocab_size is None else f"in [0, vocab_size={self.vocab_size})"
+                raise ValueError(f"Each feature's `input_ids` must be token ids {rule}, got ids from {low} to {high}.")
             if bool((input_ids == self.mask_token_id).any()):
                 raise ValueError(f"`input_ids` already hold the mask token {self.mask_token_id}: pass clean text.")
             labels = feature.get("labels")
@@ -93,7 +119,7 @@ class DiffusionDataCollator:
                     )
                 maskable = torch.ones_like(input_ids, dtype=torch.bool)
             else:
-                labels = torch.as_tensor(labels, dtype=torch.long)
+                labels = _integer_tensor("labels", labels)
                 if labels.shape != input_ids.shape:
                     raise ValueError(
                         f"`labels` {tuple(labels.shape)} must match `input_ids` {tuple(input_ids.shape)}."
@@ -139,9 +165,32 @@ def _fit(values: torch.Tensor, length: int, fill) -> torch.Tensor:
     return torch.cat([values, values.new_full((length - len(values),), fill)])
 
 
+def _check_integer(name: str, value, minimum: int, optional: bool = False) -> None:
+    """Refuses a `value` that is not an integer >= `minimum` (nor None, where `optional`)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, Integral) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be an integer{' or None' if optional else ''}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+
+
 def _check_probability(name: str, value: float) -> None:
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise TypeError(f"`{name}` must be a number in [0, 1], got {value!r}.")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be in [0, 1], got {value}.")
+
+
+def _integer_tensor(name: str, values) -> torch.Tensor:
+    """A feature's `values` as an int64 tensor; floats, booleans and other non-integers are refused."""
+    try:
+        tensor = torch.as_tensor(values)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"A feature's `{name}` must be a sequence of integer token ids: {error}") from error
+    if tensor.numel() and (tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex()):
+        raise TypeError(f"A feature's `{name}` must hold integer token ids, got dtype {tensor.dtype}.")
+    return tensor.long()
 
 
 def _round_up(length: int, multiple: int | None) -> int:
@@ -223,6 +272,10 @@ class DataCollatorForDiffusionSFT(UniformTimeCollator):
     eos_token_id: int
     pad_to_multiple_of: int | None = None
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check_integer("pad_to_multiple_of", self.pad_to_multiple_of, 1, optional=True)
+
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         rows = self.read(features, require_labels=True)
         length = _round_up(max(len(input_ids) for input_ids, _ in rows), self.pad_to_multiple_of)
@@ -255,13 +308,17 @@ class DataCollatorForBlockDiffusion(DiffusionDataCollator):
 
     def __post_init__(self):
         super().__post_init__()
+        is_pair = isinstance(self.mask_ratio_range, (tuple, list)) and len(self.mask_ratio_range) == 2
+        if not is_pair or not all(isinstance(v, Real) and not isinstance(v, bool) for v in self.mask_ratio_range):
+            raise TypeError(f"`mask_ratio_range` must be a pair of numbers (low, high), got {self.mask_ratio_range!r}.")
         low, high = self.mask_ratio_range
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"`mask_ratio_range` must satisfy 0 < low <= high <= 1, got {self.mask_ratio_range}.")
+        if not isinstance(self.complementary_masking, bool):
+            raise TypeError(f"`complementary_masking` must be a bool, got {self.complementary_masking!r}.")
         if self.complementary_masking and high == 1.0:
             raise ValueError("`complementary_masking` needs `mask_ratio_range` below 1, so both rows can be masked.")
-        if self.block_size is not None and self.block_size < 1:
-            raise ValueError(f"`block_size` must be a positive integer or None, got {self.block_size}.")
+        _check_integer("block_size", self.block_size, 1, optional=True)
 
     def draw_p_mask(self, length: int, generator: torch.Generator | None) -> torch.Tensor:
         block_size = self.block_size or length
