@@ -24,7 +24,7 @@ from .integrations.hub import add_remote_code_auto_map, model_tags, write_remote
 from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
 from .integrations.peft import register_peft_target_modules_if_imported
 from .integrations.trl import refuse_trl_trainer
-from .training.loss import check_diffusion_labels, masked_diffusion_loss
+from .training.loss import IGNORE_INDEX, check_diffusion_labels, masked_diffusion_loss
 
 
 class DiffusionRMSNorm(nn.Module):
@@ -435,6 +435,8 @@ class DiffusionLMHeadMixin:
             `llada_hf.training` produce all three.
         """
         check_argument_types(labels=labels, p_mask=p_mask, loss_normalizer=loss_normalizer)
+        if labels is not None:
+            _check_range("labels", labels[labels != IGNORE_INDEX], "vocab_size", self.config.vocab_size)
         outputs: DiffusionModelOutput = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
