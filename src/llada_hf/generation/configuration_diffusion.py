@@ -1,5 +1,6 @@
 """Generation configuration for masked-diffusion sampling (LLaDA 1.x and LLaDA2.0)."""
 
+import math
 from typing import Any, ClassVar
 
 from transformers import GenerationConfig
@@ -328,7 +329,8 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_number("repetition_penalty", self.repetition_penalty, minimum=0.0)
         if self.repetition_penalty == 0.0:
             raise ValueError("`repetition_penalty` must be > 0 (1.0 means no penalty).")
-        _check_number("min_p", self.min_p, minimum=0.0)
+        for name in ("min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"):
+            _check_number(name, getattr(self, name), minimum=0.0)
         if self.min_p is not None and self.min_p > 1.0:
             raise ValueError(f"`min_p` must be in [0, 1], got {self.min_p}.")
         for name, token_lists in (
@@ -418,6 +420,8 @@ def _check_number(name: str, value, minimum: float):
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value}.")
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
 

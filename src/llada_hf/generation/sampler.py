@@ -132,7 +132,12 @@ class CanvasDenoiser:
         quota = None
         if policy.parallel_decoding == "quota":
             to_resolve = self.schedule.to_resolve(tokens[self.rows], block, self.mask_token_id)
+            if not self.schedule.block_causal and policy.draws_noise:
+                _check_steps_for_noise(self.canvas.steps_per_block, int(to_resolve.sum(1).max()))
             quota = policy.block_quota(to_resolve, self.canvas.steps_per_block)
+        # Without randomness, a step with nothing to commit cannot change the canvas: the block's steps end when the
+        # remaining quota is zero (the official sampler runs them; the tokens are the same).
+        skip_idle_steps = quota is not None and not policy.draws_noise and policy.threshold is None and not editing
         # Random draws and logits processors see the official sampler's span (LLaDA 1.x: the whole canvas).
         full_span = policy.draws_noise or self.logits_processor is not None
         span = self.schedule.candidate_span(self.canvas, block, self.rows, self.mask_token_id, full_span)
@@ -149,6 +154,8 @@ class CanvasDenoiser:
                 if not bool(editing.start_step(candidates).any()):
                     break
             elif policy.stops_when_block_filled and not bool(candidates.any()):
+                break
+            if skip_idle_steps and not bool(quota[:, step:].any()):
                 break
             step_quota = None if quota is None else quota[:, min(step, quota.shape[1] - 1)]
             self.denoise_step(block, step, span, candidates, step_quota)
@@ -192,6 +199,7 @@ class CanvasDenoiser:
             logits = self.logits_processor(tokens[rows], logits)
         if self.config.logits_eos_inf:
             logits = suppress_tokens(logits, self.eos_token_ids)
+        _check_logits(logits)
         proposal = policy.propose(logits, self.generator)
         candidates = candidates[:, span_start - span[0] : span_end - span[0]]
         transfer = policy.select(proposal, candidates, quota)
@@ -285,6 +293,24 @@ class CanvasDenoiser:
             span.copy_(torch.where(span == self.mask_token_id, x0, span))
             draft_answer = canvas.to_output(draft, self.input_ids)[0, prompt_length:]
             self.streamer.put_draft(draft_answer[streamed : first_or_length(draft_answer == self.mask_token_id)].cpu())
+
+
+def _check_steps_for_noise(steps_per_block: int, masks: int) -> None:
+    if steps_per_block > masks:
+        raise ValueError(
+            f"`steps` gives {steps_per_block} steps per block, more than the {masks} masks a block resolves: with "
+            "random remasking or sampling every step costs a forward pass and draws random numbers, but the extra "
+            f"steps commit nothing. Use at most {masks} steps per block."
+        )
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    """Refuses NaN logits, and positions where every token has -inf (nothing could be chosen)."""
+    if bool(logits.isnan().any() | (logits.amax(dim=-1) == float("-inf")).any()):
+        raise ValueError(
+            "The logits reaching the sampler are NaN, or -inf for every token at some position: check the "
+            "`logits_processor`s and suppressed tokens, or the model's dtype (overflow)."
+        )
 
 
 @functools.cache

@@ -125,6 +125,7 @@ class PromptBlockSchedule(BlockSchedule):
             )
         num_blocks = math.ceil(answer_length / block_length)
         canvas_length = num_blocks * block_length
+        self._check_max_length(torch.tensor([prompt_length]), canvas_length, max_length)
         steps = canvas_length if self.steps is None else self.steps
         if steps % num_blocks:
             raise ValueError(
@@ -132,14 +133,18 @@ class PromptBlockSchedule(BlockSchedule):
                 f"{canvas_length} answer tokens / block_length {block_length})."
             )
         prompt_lengths(input_ids, attention_mask)  # refuses right padding
-        self._check_max_length(torch.tensor([prompt_length]), canvas_length, max_length)
 
         device = input_ids.device
         masks = torch.full((batch_size, canvas_length), mask_token_id, dtype=torch.long, device=device)
         tokens = torch.cat([input_ids, masks], dim=1)
-        if attention_mask is not None:
-            attention_mask = torch.cat([attention_mask, torch.ones_like(masks, dtype=attention_mask.dtype)], dim=1)
         columns = torch.arange(prompt_length + answer_length, device=device).expand(batch_size, -1)
+        output_cols = columns
+        if attention_mask is not None:
+            # Padding is never denoised (even when the pad token is the mask token) and is returned as given.
+            padding = attention_mask[:, :prompt_length] == 0
+            tokens[:, :prompt_length] = input_ids.masked_fill(padding, fill_token_id)
+            output_cols = columns.masked_fill(torch.nn.functional.pad(padding, (0, answer_length)), -1)
+            attention_mask = torch.cat([attention_mask, torch.ones_like(masks, dtype=attention_mask.dtype)], dim=1)
         return DiffusionCanvas(
             tokens=tokens,
             attention_mask=attention_mask,
@@ -147,7 +152,7 @@ class PromptBlockSchedule(BlockSchedule):
             position_ids=None,
             prompt_mask=tokens != mask_token_id,
             answer_cols=columns[:, prompt_length:],
-            output_cols=columns,
+            output_cols=output_cols,
             blocks=[
                 Block(b, prompt_length + b * block_length, prompt_length + (b + 1) * block_length)
                 for b in range(num_blocks)
@@ -220,6 +225,12 @@ class AbsoluteBlockSchedule(BlockSchedule):
             )
         lengths = prompt_lengths(input_ids, attention_mask)
         self._check_max_length(lengths, answer_length, max_length)
+        if max_length is not None and int((lengths + answer_length).max()) > max_length // block_length * block_length:
+            raise ValueError(
+                f"The last block (`block_length={block_length}`, aligned to position 0) would end past the model's "
+                f"{max_length} positions: use a shorter gen_length/max_new_tokens or a block length that divides "
+                f"{max_length}."
+            )
 
         device = input_ids.device
         first_block = lengths // block_length  # the block holding each row's first answer token
@@ -241,6 +252,13 @@ class AbsoluteBlockSchedule(BlockSchedule):
         if prompt_length:
             tokens = torch.where(is_prompt, input_ids.gather(1, source), tokens)
 
+        first_block_start = aligned_block * block_length
+        if bool((is_prompt & (tokens == mask_token_id) & (columns < first_block_start)).any()):
+            raise ValueError(
+                "The prompt has mask tokens before the block that holds its end: block-causal sampling only denoises "
+                "the blocks from there on, so they would stay masked. Move them into the last prompt block, or fill "
+                "them with a bidirectional schedule."
+            )
         output_positions = (
             torch.arange(prompt_length + answer_length, device=device) - (prompt_length - lengths)[:, None]
         )

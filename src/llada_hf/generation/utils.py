@@ -188,6 +188,7 @@ class DiffusionGenerationMixin(GenerationMixin):
             [`DiffusionGenerationOutput`] when `return_dict_in_generate=True`.
         """
         input_ids = self._diffusion_input_ids(inputs, kwargs)
+        attention_mask = self._diffusion_attention_mask(attention_mask, input_ids)
         config, dialect = self._prepare_diffusion_config(generation_config, input_ids, kwargs)
         if config.num_return_sequences and config.num_return_sequences > 1:
             input_ids = input_ids.repeat_interleave(config.num_return_sequences, dim=0)
@@ -272,6 +273,11 @@ class DiffusionGenerationMixin(GenerationMixin):
             generated = answers.shape[1]
             round_config = self._canvas_round_config(config, cap - generated, max_length, prompt_length + generated)
             if round_config is None:  # not even one block fits in the model's positions
+                if generated == 0:
+                    raise ValueError(
+                        f"No block of `block_length={config.block_length}` fits after the prompt ({prompt_length} "
+                        f"tokens) in the model's {max_length} positions: shorten the prompt or the blocks."
+                    )
                 break
             run = denoiser(round_config, stop_after_eos_block=True)
             prompt = torch.cat([input_ids[active], answers[active]], dim=1)
@@ -306,10 +312,14 @@ class DiffusionGenerationMixin(GenerationMixin):
         """The config of the next canvas in transformers' dialect: its answer length and (`"prompt"` schedule) its
         total steps, keeping the saved steps per block. `None` when no block fits in the model's positions."""
         round_config = copy.copy(config)
+        block_length = config.block_length
         if config.block_schedule != "prompt":  # block-causal: one canvas, rows stop after their EOS block
+            if max_length is not None:  # blocks are aligned to position 0 and must end within the positions
+                remaining = min(remaining, max_length // block_length * block_length - used)
+            if remaining < 1:
+                return None
             round_config.max_new_tokens = remaining
             return round_config
-        block_length = config.block_length
         length = min(config.canvas_length, remaining)
         num_blocks = math.ceil(length / block_length)
         if max_length is not None and used + num_blocks * block_length > max_length:
@@ -354,7 +364,33 @@ class DiffusionGenerationMixin(GenerationMixin):
             return torch.empty((1, 0), dtype=torch.long, device=self.device)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
             raise TypeError("`input_ids` must be an integer tensor of shape [batch_size, prompt_length].")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"`input_ids` holds ids outside the vocabulary [0, {self.config.vocab_size}): min "
+                f"{int(input_ids.min())}, max {int(input_ids.max())}."
+            )
         return input_ids
+
+    @staticmethod
+    def _diffusion_attention_mask(attention_mask, input_ids: torch.LongTensor) -> torch.Tensor | None:
+        """The 2-D padding mask as a tensor on the prompt's device (lists are accepted)."""
+        if attention_mask is None:
+            return None
+        if not isinstance(attention_mask, torch.Tensor):
+            try:
+                attention_mask = torch.tensor(attention_mask, device=input_ids.device)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"`attention_mask` must be a tensor (or nested list) of 0/1 values, got {type(attention_mask)}."
+                ) from error
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got "
+                f"{tuple(attention_mask.shape)}."
+            )
+        if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+            raise ValueError("`attention_mask` must hold 0 (padding) and 1 (real token) only.")
+        return attention_mask.to(input_ids.device)
 
     def _prepare_diffusion_config(
         self, generation_config: GenerationConfig | None, input_ids: torch.LongTensor, kwargs: dict
@@ -367,6 +403,12 @@ class DiffusionGenerationMixin(GenerationMixin):
         """
         family = DIFFUSION_FAMILIES[self.diffusion_family]
         dialect = "official" if OFFICIAL_KEYWORDS & kwargs.keys() else "transformers"
+        if isinstance(generation_config, dict):
+            generation_config = family.generation_config_class.from_dict(generation_config)
+        if generation_config is not None and not isinstance(generation_config, GenerationConfig):
+            raise TypeError(
+                f"`generation_config` must be a GenerationConfig (or a dict of its fields), got {type(generation_config)}."
+            )
         config = copy.deepcopy(generation_config if generation_config is not None else self.generation_config)
         if not isinstance(config, DiffusionGenerationConfig):
             config = family.generation_config_class.from_dict(config.to_dict())
@@ -379,10 +421,10 @@ class DiffusionGenerationMixin(GenerationMixin):
             if max_length <= input_ids.shape[1]:
                 raise ValueError(f"`max_length` ({max_length}) must exceed the prompt length ({input_ids.shape[1]}).")
             kwargs["max_new_tokens"] = max_length - input_ids.shape[1]
+        # A given config's `steps` without a `canvas_length` counts the steps of the requested answer length.
+        steps_of_the_answer = config.canvas_length is None and config.steps is not None
         config.update(**self.generation_config.to_diff_dict(), defaults_only=True)
         config.update(**family.generation_config_class.family_defaults, defaults_only=True)
-        if config.canvas_length is None:
-            config.canvas_length = self.generation_config.canvas_length or config.max_new_tokens
 
         # Official argument names.
         config.gen_length_given = "gen_length" in kwargs
@@ -401,6 +443,8 @@ class DiffusionGenerationMixin(GenerationMixin):
             # autoregressive `use_cache: false`, which says nothing about diffusion caches.
             kwargs["diffusion_cache"] = "none"
         call_do_sample = kwargs.get("do_sample")
+        if steps_of_the_answer and "canvas_length" not in kwargs:
+            kwargs["canvas_length"] = kwargs.get("max_new_tokens", config.max_new_tokens)
         unused = config.update(**kwargs)
         if unused:
             raise TypeError(
@@ -419,6 +463,12 @@ class DiffusionGenerationMixin(GenerationMixin):
         if config.eos_token_id is None:
             config.eos_token_id = getattr(self.config, "eos_token_id", None)
         config.validate()
+        for name in ("mask_token_id", "eos_token_id", "pad_token_id", "eot_token_id"):
+            for token_id in as_id_list(getattr(config, name)):
+                if not 0 <= token_id < self.config.vocab_size:
+                    raise ValueError(
+                        f"`{name}` ({token_id}) is outside the model's vocabulary [0, {self.config.vocab_size})."
+                    )
         if config.block_schedule not in family.block_schedules:
             raise ValueError(
                 f"`block_schedule={config.block_schedule!r}` does not apply to this model; {type(self).__name__} is "
@@ -484,8 +534,11 @@ class DiffusionGenerationMixin(GenerationMixin):
                 f"`diffusion_cache={strategy.name!r}` does not apply to the {schedule.name!r} block schedule of this "
                 f"model (it works with {list(strategy.schedules)})."
             )
-        answer = torch.zeros_like(canvas.tokens, dtype=torch.bool).scatter_(1, canvas.answer_cols, True)
-        if not strategy.exact and bool(((canvas.tokens == config.mask_token_id) & ~answer).any()):
+        # Masks before a row's first answer column are in its prompt (columns after the answer only round the canvas
+        # up to whole blocks).
+        columns = torch.arange(canvas.tokens.shape[1], device=canvas.tokens.device)
+        in_prompt = columns < canvas.answer_cols[:, :1]
+        if not strategy.exact and bool(((canvas.tokens == config.mask_token_id) & in_prompt).any()):
             raise ValueError(
                 f"`diffusion_cache={strategy.name!r}` cannot fill mask tokens inside the prompt (its cached steps "
                 "only compute the active block); use `diffusion_cache='none'` for infilling."
