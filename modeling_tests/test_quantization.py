@@ -234,16 +234,18 @@ def test_save_quantized_llada_reloads(checkpoints, mode, tmp_path):
         torch.testing.assert_close(reloaded(inputs()).logits, model(inputs()).logits, rtol=0, atol=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers 5.24: the released-format expert converter claims `mlp.experts.{e}.*.weight` before "
-    "bitsandbytes' deserializer, so a saved bnb LLaDA2 checkpoint does not reload; quantize on load instead",
-)
-def test_save_quantized_llada2_reload(checkpoints, tmp_path):
-    model = load(checkpoints["llada2"], "nf4")
-    model.save_pretrained(tmp_path)
+@pytest.mark.parametrize("mode", ["nf4", "int8"])
+def test_save_quantized_llada2_reloads(checkpoints, mode, tmp_path):
+    model = load(checkpoints["llada2"], mode)
+    model.save_pretrained(tmp_path)  # before the first forward, as above
     keys = load_file(tmp_path / "model.safetensors").keys()
     assert "model.layers.1.mlp.experts.0.gate_proj.weight" in keys  # released names
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    if mode == "nf4":
+        assert "model.layers.1.mlp.experts.0.gate_proj.weight.absmax" in keys  # bitsandbytes' quantization state
+    reloaded, info = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"] and not info["missing_keys"] and not info["mismatched_keys"]
+    experts = reloaded.model.layers[1].mlp.experts
+    assert isinstance(experts, LLaDA2MoeLinearExperts)
+    assert type(experts[3].up_proj).__name__ == QUANTIZED_LINEAR[mode]
     with torch.no_grad():
-        torch.testing.assert_close(reloaded(inputs()).logits, model(inputs()).logits, rtol=0, atol=0)
+        torch.testing.assert_close(reloaded.eval()(inputs()).logits, model(inputs()).logits, rtol=0, atol=0)

@@ -65,6 +65,13 @@ class DiffusionRotaryEmbedding(nn.Module):
         exponents = torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float() / self.dim
         return 1.0 / (self.base**exponents)
 
+    def _apply(self, fn, recurse=True):
+        # `model.to(torch.bfloat16)` / `.half()` would round the frequencies (and `.float()` cannot undo it): after
+        # any conversion, recompute them in float32 on the buffer's new device, as `from_pretrained(dtype=...)` has them.
+        super()._apply(fn, recurse)
+        self.inv_freq = self.compute_inv_freq(self.inv_freq.device)
+        return self
+
     @torch.no_grad()
     def forward(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.inv_freq.float().to(position_ids.device)

@@ -11,6 +11,7 @@ Numerics follow the released code: RMSNorm in float32, router in float32, expert
 router's float32, eager softmax in float32, logits returned in float32.
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -56,6 +57,7 @@ CHECKPOINT_CONVERSION_MAPPING = [
         operations=[MergeModulelist(dim=0)],
     ),
 ]
+_FUSED_EXPERTS_TARGETS = {converter.target_patterns[0] for converter in CHECKPOINT_CONVERSION_MAPPING}
 
 # The router (and so the routing weights) always runs in float32 (`router_dtype: "fp32"`).
 ROUTER_DTYPE = torch.float32
@@ -160,6 +162,16 @@ class LLaDA2MoeGate(nn.Module):
         self.weight = nn.Parameter(torch.empty(config.num_experts, config.hidden_size))
         # Load-balancing bias, adjusted outside autograd during training; only shifts which experts are selected.
         self.register_buffer("expert_bias", torch.zeros(config.num_experts))
+
+    def _apply(self, fn, recurse=True):
+        # As `_keep_in_fp32_modules_strict` does at load, a cast of the model to 16 bits (`.to(torch.bfloat16)`,
+        # `.half()`) leaves the router in float32: it only moves it. Other casts (e.g. to float64) apply as usual.
+        weight, expert_bias = self.weight.data, self.expert_bias
+        super()._apply(fn, recurse)
+        if self.weight.dtype in (torch.float16, torch.bfloat16) and self.weight.dtype != weight.dtype:
+            self.weight.data = weight.to(self.weight.device, ROUTER_DTYPE)
+            self.expert_bias = expert_bias.to(self.expert_bias.device, ROUTER_DTYPE)
+        return self
 
     def group_limited_topk(self, scores: torch.Tensor) -> torch.Tensor:
         """Indices `[tokens, top_k]` of the selected experts, best first."""
@@ -330,6 +342,22 @@ class LLaDA2MoePreTrainedModel(DiffusionPreTrainedModel):
         "attentions": LLaDA2MoeAttention,
         "router_logits": OutputRecorder(LLaDA2MoeGate, index=0),
     }
+
+    @staticmethod
+    def _load_pretrained_model(model, state_dict, checkpoint_files, load_config, *args, **kwargs):
+        # Under bitsandbytes the routed experts keep the released per-expert layout (`LLaDA2MoeLinearExperts`), so the
+        # expert-merging converters must not claim their keys: a saved 4-bit checkpoint's quantization state
+        # (`...weight.absmax`, ...) would never reach bitsandbytes' deserializer.
+        if is_bitsandbytes_quantized(model.config) and load_config.weight_mapping:
+            weight_mapping = [
+                transform
+                for transform in load_config.weight_mapping
+                if transform.target_patterns[0] not in _FUSED_EXPERTS_TARGETS
+            ]
+            load_config = dataclasses.replace(load_config, weight_mapping=weight_mapping)
+        return DiffusionPreTrainedModel._load_pretrained_model(
+            model, state_dict, checkpoint_files, load_config, *args, **kwargs
+        )
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -16,7 +16,9 @@ What stays in higher precision, with no argument from the user:
 
 Saving: `save_pretrained` of a bitsandbytes model (4-bit or 8-bit) writes the quantized tensors and their
 quantization state under the released key names, with the `quantization_config` in `config.json`; it reloads with
-`from_pretrained` (on a bitsandbytes backend). It is not a bf16 release: the released remote code cannot read it.
+`from_pretrained` (on a bitsandbytes backend) to the same logits. LLaDA2.0 loads it without its expert-merging
+converters (see `LLaDA2MoePreTrainedModel._load_pretrained_model`), so the per-expert quantization state reaches
+bitsandbytes. It is not a bf16 release: the released remote code cannot read it.
 For a full-precision copy, load the original checkpoint again, or call `model.dequantize()` before saving.
 """
 
