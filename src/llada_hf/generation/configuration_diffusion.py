@@ -295,15 +295,15 @@ class DiffusionGenerationConfig(GenerationConfig):
         """Checks the diffusion fields (and the standard ones they use); raises a `ValueError`/`TypeError` naming the
         offending argument. The autoregressive checks of [`GenerationConfig`] do not apply to diffusion sampling."""
         self._refuse_unsupported_standard_fields()
-        _check_int("canvas_length", self.canvas_length, minimum=1)
-        _check_int("num_return_sequences", self.num_return_sequences, minimum=1)
-        _check_int("steps", self.steps, minimum=1)
-        _check_int("block_length", self.block_length, minimum=1)
-        _check_int("minimal_topk", self.minimal_topk, minimum=1)
-        _check_int("max_post_steps", self.max_post_steps, minimum=0)
-        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _check_int("max_length", self.max_length, minimum=1)
-        _check_int("top_k", self.top_k, minimum=0)
+        check_int("canvas_length", self.canvas_length, minimum=1)
+        check_int("num_return_sequences", self.num_return_sequences, minimum=1)
+        check_int("steps", self.steps, minimum=1)
+        check_int("block_length", self.block_length, minimum=1)
+        check_int("minimal_topk", self.minimal_topk, minimum=1)
+        check_int("max_post_steps", self.max_post_steps, minimum=0)
+        check_int("max_new_tokens", self.max_new_tokens, minimum=1)
+        check_int("max_length", self.max_length, minimum=1)
+        check_int("top_k", self.top_k, minimum=0)
         _check_choice("block_schedule", self.block_schedule, BLOCK_SCHEDULES)
         _check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
         _check_choice("diffusion_cache", self.diffusion_cache, DIFFUSION_CACHES)
@@ -342,7 +342,7 @@ class DiffusionGenerationConfig(GenerationConfig):
                     f"`{name}` with sequences of several tokens has no meaning for diffusion sampling (tokens are not "
                     "produced left to right); give single tokens, e.g. [[id1], [id2]]."
                 )
-        _check_int("mask_token_id", self.mask_token_id, minimum=0)
+        check_int("mask_token_id", self.mask_token_id, minimum=0)
         if self.mask_token_id is not None and self.mask_token_id == self.pad_token_id:
             raise ValueError(
                 f"`pad_token_id` and `mask_token_id` are both {self.mask_token_id}: padding would be denoised. "
@@ -406,7 +406,8 @@ class LLaDA2GenerationConfig(DiffusionGenerationConfig):
     }
 
 
-def _check_int(name: str, value, minimum: int):
+def check_int(name: str, value, minimum: int):
+    """Raises a `TypeError`/`ValueError` naming `name` unless `value` is `None` or an integer >= `minimum`."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int):

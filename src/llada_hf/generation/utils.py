@@ -18,7 +18,12 @@ from transformers.utils import ModelOutput, logging
 
 from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy
 from .canvas import DiffusionCanvas
-from .configuration_diffusion import DiffusionGenerationConfig, LLaDA2GenerationConfig, LLaDAGenerationConfig
+from .configuration_diffusion import (
+    DiffusionGenerationConfig,
+    LLaDA2GenerationConfig,
+    LLaDAGenerationConfig,
+    check_int,
+)
 from .policies import LLaDA2TransferPolicy, LLaDATransferPolicy, TransferPolicy
 from .processors import canvas_logits_processor, combine_logits_processors, first_stop, stop_strings_for
 from .sampler import CanvasDenoiser, as_id_list, id_tensor
@@ -435,6 +440,9 @@ class DiffusionGenerationMixin(GenerationMixin):
         ):
             if alias in kwargs:
                 value = kwargs.pop(alias)
+                check_int(alias, value, minimum=1 if alias == "gen_length" else 0)
+                if alias == "gen_length":  # the official length wins over `max_new_tokens` (pipelines always pass it)
+                    kwargs.pop(name, None)
                 if name in kwargs and kwargs[name] != value:
                     raise ValueError(f"`{alias}` ({value}) and `{name}` ({kwargs[name]}) disagree; pass only one.")
                 kwargs[name] = value
