@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, pipeline
 
 import llada_hf
+from streaming import RecordingStreamer
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -267,17 +268,6 @@ def test_idle_steps_are_skipped_and_tokens_stay_identical(llada):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self):
-        self.values = []
-
-    def put(self, value):
-        self.values.append(value.reshape(-1))
-
-    def end(self):
-        pass
-
-
 STREAMING_MODES = [
     ("llada", {"gen_length": 16, "steps": 16, "block_length": 4}),
     ("llada", {"gen_length": 16, "steps": 16, "block_length": 4, "eos_early_stop": True}),
@@ -313,7 +303,7 @@ def test_streamed_tokens_equal_the_returned_answer(llada, llada2, family, kwargs
     model, eos = (llada, EOS) if family == "llada" else (llada2, LLADA2_EOS)
     extra = {"mask_token_id": LLADA2_MASK} if family == "llada2" else {}
     prompt = prompt_of(6, seed=9)
-    streamer = Recorder()
+    streamer = RecordingStreamer()
     out = model.generate(prompt, streamer=streamer, logits_processor=[EosSoon(eos)], **kwargs, **extra)
     assert torch.equal(streamer.values[0], prompt[0])
     assert torch.equal(torch.cat(streamer.values[1:]), out[0, 6:])

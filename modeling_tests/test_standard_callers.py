@@ -19,6 +19,7 @@ from transformers import (
 )
 
 import llada_hf
+from streaming import RecordingStreamer
 from llada_hf.generation.configuration_diffusion import UNSUPPORTED_STANDARD_FIELDS
 
 
@@ -240,24 +241,13 @@ def test_flags_without_a_diffusion_meaning_are_refused_by_name(llada, flags, mat
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-class Recorder:
-    def __init__(self):
-        self.values = []
-
-    def put(self, value):
-        self.values.append(value.reshape(-1))
-
-    def end(self):
-        pass
-
-
 def test_stop_strings_cut_the_answer_and_the_stream(bundled):
     model, tokenizer = bundled
     inputs = chat_ids(tokenizer)
     prompt_length = inputs["input_ids"].shape[1]
     full = model.generate(**inputs, max_new_tokens=64)
     assert tokenizer.decode(full[0, prompt_length:], skip_special_tokens=True) == "1 3 4 7 9"
-    streamer = Recorder()
+    streamer = RecordingStreamer()
     out = model.generate(**inputs, max_new_tokens=64, stop_strings="7", tokenizer=tokenizer, streamer=streamer)
     assert tokenizer.decode(out[0, prompt_length:], skip_special_tokens=True) == "1 3 4 7"
     assert torch.equal(torch.cat(streamer.values[1:]), out[0, prompt_length:])
@@ -280,7 +270,7 @@ def test_stopping_criteria_cut_the_answer(bundled):
 def test_stream_equals_the_returned_answer(bundled, kwargs):
     model, tokenizer = bundled
     inputs = chat_ids(tokenizer)
-    streamer = Recorder()
+    streamer = RecordingStreamer()
     out = model.generate(**inputs, streamer=streamer, **kwargs)
     assert torch.equal(torch.cat(streamer.values[1:]), out[0, inputs["input_ids"].shape[1] :])
 
