@@ -133,6 +133,13 @@ def test_another_familys_file_that_claims_llada2_is_refused_before_building(fixt
         AutoModelForCausalLM.from_pretrained(path)
 
 
+def test_llada_moe_file_is_refused_as_unsupported_rather_than_incomplete():
+    # LLaDA-MoE also says `model_type: "llada"`, with other field names: the error says what it is.
+    moe_file = {"model_type": "llada", "architectures": ["LLaDAMoEModelLM"], "hidden_size": 2048, "num_experts": 64}
+    with pytest.raises(ValueError, match="LLaDA-MoE .* does not support it yet"):
+        LLaDAConfig.from_dict(moe_file)
+
+
 def test_python_constructor_keeps_the_released_defaults():
     # The check applies to loaded files only: the constructor's defaults describe the released models.
     assert LLaDA2MoeConfig(num_hidden_layers=2).hidden_size == 2048

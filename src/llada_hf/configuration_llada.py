@@ -32,6 +32,16 @@ _SUPPORTED_VALUES = (
 )
 
 
+def _refuse_llada_moe(config_dict: dict[str, Any]) -> None:
+    """LLaDA-MoE shares `model_type: "llada"` with LLaDA 1.x; its configs are refused by name."""
+    architectures = config_dict.get("architectures") or []
+    if any("moe" in name.lower() for name in architectures) or "moe_num_experts" in config_dict:
+        raise ValueError(
+            f"This config describes a LLaDA-MoE model (architectures={architectures}), which shares "
+            "model_type 'llada' with LLaDA 1.x but is a different architecture; llada_hf does not support it yet."
+        )
+
+
 @strict_config
 class LLaDAConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     r"""
@@ -156,15 +166,16 @@ class LLaDAConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     use_cache: bool = False
 
     def __post_init__(self, **kwargs):
-        architectures = self.architectures or []
-        if any("moe" in name.lower() for name in architectures) or "moe_num_experts" in kwargs:
-            raise ValueError(
-                f"This config describes a LLaDA-MoE model (architectures={architectures}), which shares "
-                "model_type 'llada' with LLaDA 1.x but is a different architecture; llada_hf does not support it yet."
-            )
+        _refuse_llada_moe({**kwargs, "architectures": self.architectures})
         if self.mlp_hidden_size is None:
             self.mlp_hidden_size = self.mlp_ratio * self.d_model
         super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs):
+        # Before the check of the architecture keys, which a LLaDA-MoE file lacks.
+        _refuse_llada_moe(config_dict)
+        return super().from_dict(config_dict, **kwargs)
 
     def validate_architecture(self):
         """Part of `@strict`-powered validation: sizes, head counts and probabilities."""
