@@ -10,7 +10,8 @@ length; the model's forward returns the loss. With a checkpoint and a JSON-lines
 `--lora` trains a LoRA adapter (`LoraConfig(task_type="CAUSAL_LM")`, so that `AutoPeftModelForCausalLM` reloads it,
 with PEFT's default targets, which `import llada_hf` registers for both model families) and saves only the adapter.
 Without `--model`, a toy run needing no download: a tiny random LLaDA learns to upper-case 5-letter words ("hello>" ->
-"HELLO") and the script prints its exact match on held-out words before and after training (0% -> 100% in about 20 s on one CPU core):
+"HELLO") and the script prints its exact match on held-out words before and after training (0% -> 100% in about
+20 s on one CPU core):
 
     python examples/sft.py
     LLADA_HF_SMOKE=1 python examples/sft.py     # a few steps, to check the script runs
