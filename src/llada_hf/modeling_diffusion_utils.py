@@ -24,7 +24,13 @@ from .integrations.hub import add_remote_code_auto_map, model_tags, write_remote
 from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
 from .integrations.peft import register_peft_target_modules_if_imported
 from .integrations.trl import refuse_trl_trainer
-from .training.loss import IGNORE_INDEX, check_diffusion_labels, masked_diffusion_loss
+from .training.loss import (
+    IGNORE_INDEX,
+    check_diffusion_labels,
+    confidence_loss,
+    confidence_loss_weight,
+    masked_diffusion_loss,
+)
 
 
 class DiffusionRMSNorm(nn.Module):
@@ -345,6 +351,10 @@ class DiffusionLMOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     router_logits: tuple[torch.FloatTensor, ...] | None = None
+    # The two parts of `loss` in confidence-aware parallel training (`config.confidence_loss_weight` > 0), else None:
+    # `loss = diffusion_loss + confidence_loss_weight * confidence_loss` (see `llada_hf.training.loss`).
+    diffusion_loss: torch.FloatTensor | None = None
+    confidence_loss: torch.FloatTensor | None = None
 
 
 def _llada_hf_class(cls: type) -> type:
@@ -439,7 +449,9 @@ class DiffusionLMHeadMixin:
             The clean token at each masked position of `input_ids`, -100 elsewhere. With `p_mask` (each position's
             masking probability) and `loss_normalizer` (defaults to the sequence length), the output's `loss` is the
             masked-diffusion loss of `llada_hf.training.masked_diffusion_loss`; the diffusion collators of
-            `llada_hf.training` produce all three.
+            `llada_hf.training` produce all three. With `config.confidence_loss_weight` λ > 0 (confidence-aware
+            parallel training), `loss` adds λ times `llada_hf.training.confidence_loss`, and the output also holds
+            both parts (`diffusion_loss`, `confidence_loss`).
         """
         check_argument_types(labels=labels, p_mask=p_mask, loss_normalizer=loss_normalizer)
         if labels is not None:
@@ -456,10 +468,14 @@ class DiffusionLMHeadMixin:
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
         if self.logits_in_float32:
             logits = logits.float()
-        loss = None
+        loss = diffusion_loss = confidence_part = None
         if labels is not None:
             check_diffusion_labels(input_ids, labels, p_mask, self.config.mask_token_id)
             loss = masked_diffusion_loss(logits, labels, p_mask, loss_normalizer)
+            weight = confidence_loss_weight(self.config)
+            if weight > 0:
+                diffusion_loss, confidence_part = loss, confidence_loss(logits, labels)
+                loss = diffusion_loss + weight * confidence_part
         return DiffusionLMOutput(
             loss=loss,
             logits=logits,
@@ -467,4 +483,6 @@ class DiffusionLMHeadMixin:
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             router_logits=outputs.router_logits,
+            diffusion_loss=diffusion_loss,
+            confidence_loss=confidence_part,
         )

@@ -18,7 +18,22 @@ micro-batch's loss by the number of accumulation steps, and DDP averages gradien
 of equal row counts (the Trainer's default), 4 accumulated micro-batches of 1 row give the gradient of one batch of
 4 rows. An epoch's last, smaller batch is weighted like a full one, as for any model without loss kwargs
 (`dataloader_drop_last=True` avoids it).
+
+Confidence-aware parallel (CAP) training (dParallel; LLaDA2.0 section 5.2, how LLaDA2.0-flash-CAP was made) adds to
+this loss `λ * confidence_loss`, the entropy of the correctly predicted masked positions, so that threshold decoding
+commits more tokens per forward. λ is the model config's `confidence_loss_weight` (unset or 0: the loss above,
+unchanged), read by the forward as transformers' MoE models read `router_aux_loss_coef`:
+
+    model = AutoModelForCausalLM.from_pretrained(path, confidence_loss_weight=0.5)   # or model.config.<...> = 0.5
+
+`outputs.loss` is then the total, and `outputs.diffusion_loss` / `outputs.confidence_loss` its two parts, which
+`llada_hf.training.DiffusionLossPartsCallback` adds to the Trainer's logs. λ does not transfer from dFactory's
+default `confidence_beta=2.0`: its cross-entropy is a plain token mean, ours is 1/t-weighted (about 2x larger at
+mean t = 1/2) and normalised per answer.
 """
+
+import math
+from numbers import Real
 
 import torch
 from torch.nn import functional as F
@@ -104,6 +119,64 @@ def masked_diffusion_loss(
     row_losses = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device)
     row_losses = row_losses.index_add(0, rows, token_losses * supervised_weights)
     return row_losses.mean() if reduction == "mean" else row_losses
+
+
+def confidence_loss(
+    logits: torch.Tensor,
+    labels: torch.LongTensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The confidence objective of confidence-aware parallel (CAP) training (dParallel; LLaDA2.0 section 5.2).
+
+    The entropy of the predicted distribution at the supervised (masked) positions whose argmax already equals the
+    target, computed in float32 whatever the logits' dtype. Minimising it sharpens the predictions the model already
+    gets right, so that threshold decoding commits more of them per forward; wrong predictions are left to the
+    cross-entropy. Per row it is the mean over such positions; `"mean"` then averages the rows that have any (a batch
+    without any gives 0).
+
+    Args:
+        logits (`torch.Tensor` of shape `[batch, seq, vocab]`): position `i` scores the token *at* `i` (no shift).
+        labels (`torch.LongTensor` of shape `[batch, seq]`): the clean token at supervised positions, -100 elsewhere.
+        reduction (`str`, *optional*, defaults to `"mean"`): `"mean"` or `"none"` (one value per row, 0 for a row
+            without a correctly predicted supervised position).
+
+    Gradient accumulation: each row is normalised by its own count of correct positions (not by the micro-batch's
+    token count, as dFactory's `compute_confidence_loss` does), so the value does not depend on how rows are grouped
+    into micro-batches as long as every row has at least one correct position: then 4 accumulated micro-batches of
+    1 row give the gradient of one batch of 4. A row without any contributes 0 to its 1-row micro-batch but is left
+    out of a larger batch's mean, the only case where the two differ.
+    """
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"`labels` must have the shape of `logits` without the vocabulary dimension, got labels "
+            f"{tuple(labels.shape)} for logits {tuple(logits.shape)}."
+        )
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}.")
+    supervised = labels != IGNORE_INDEX
+    supervised_logits = logits[supervised]
+    correct = supervised_logits.argmax(-1) == labels[supervised]
+    log_probs = F.log_softmax(supervised_logits[correct].float(), dim=-1)
+    entropies = -(log_probs.exp() * log_probs).sum(-1)
+    rows = supervised.nonzero()[:, 0][correct]
+
+    counts = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device)
+    counts = counts.index_add(0, rows, torch.ones_like(entropies))
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, rows, entropies)
+    row_means = sums / counts.clamp(min=1)
+    if reduction == "none":
+        return row_means
+    return row_means.sum() / (counts > 0).sum().clamp(min=1)
+
+
+def confidence_loss_weight(config) -> float:
+    """`config.confidence_loss_weight` (the λ of CAP training), 0 when unset; refuses negative or non-finite values."""
+    weight = getattr(config, "confidence_loss_weight", None)
+    if weight is None:
+        return 0.0
+    if not isinstance(weight, Real) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"`config.confidence_loss_weight` must be a finite number >= 0, got {weight!r}.")
+    return float(weight)
 
 
 def _per_position(value: torch.Tensor | float, labels: torch.Tensor, name: str) -> torch.Tensor:
