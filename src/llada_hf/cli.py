@@ -8,18 +8,23 @@
 Without `--model`, the tiny instruction-following LLaDA shipped with the package is used (see
 `model_cards/bundled-tiny-llada.md`). Every sampler field of `DiffusionGenerationConfig` has its flag (`--steps`,
 `--parallel-decoding`, `--factor`, ...); unset flags keep the model's saved generation config. When stdout is a
-terminal, the denoising drafts are shown as they change (`TextDiffusionStreamer`). Ctrl-C exits with status 130.
+terminal, the denoising drafts are shown as they change (`TextDiffusionStreamer`).
+
+Every failure is one line on stderr: exit status 2 for a usage or input error (a bad option, an option the model
+refuses, a model folder that does not load, an unreadable prompt), 130 for Ctrl-C, 1 for anything else.
 """
 
 import argparse
 import inspect
 import json
+import math
 import re
 import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TextDiffusionStreamer, TextStreamer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, TextDiffusionStreamer, TextStreamer
+from transformers.utils import logging
 
 from . import BUNDLED_MODEL_PATH
 from .generation import DiffusionGenerationConfig
@@ -29,6 +34,7 @@ from .generation.configuration_diffusion import (
     PARALLEL_DECODING,
     REMASKING_STRATEGIES,
 )
+from .generation.utils import OFFICIAL_KEYWORDS
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -36,7 +42,9 @@ ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attenti
 # `owner/name` (the Hub's repo-id syntax); anything else that is not an existing folder is a missing local path.
 HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 EXIT_COMMANDS = {"exit", "quit"}
+EXIT_USAGE = 2  # argparse's status for usage errors; also used for bad input (prompt, model folder, stdin)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 
 # Sampler flags are derived from `DiffusionGenerationConfig`: each of its `diffusion_fields` and each standard field its
 # docstring documents gets `--field-name`, typed and described by that docstring. Unset flags keep the model's saved
@@ -104,6 +112,35 @@ def _json_or_text(text: str):
         return text
 
 
+def _seed(text: str) -> int:
+    """`--seed`: an integer in torch's seed range."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {seed}")
+    return seed
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """Prints usage errors on one line (`llada-hf generate: error: ...`) and exits with status 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_one_line(message)}\n")
+
+
+def _one_line(message) -> str:
+    """The first non-empty line of `message` (an exception's text or a string), with the next one if it ends with a
+    colon, whitespace collapsed."""
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    lines = [line for line in lines if line] or [""]
+    text = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+    if isinstance(message, BaseException) and (not text or isinstance(message, KeyError)):
+        text = f"{type(message).__name__}: {text}".rstrip(": ")
+    return text
+
+
 def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     documented = documented_fields()
     groups = {}
@@ -137,11 +174,11 @@ def _add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineArgumentParser(
         prog="llada-hf", description="Generate with, or chat with, a masked-diffusion LLaDA model."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,chat}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = OneLineArgumentParser(add_help=False)
     model = common.add_argument_group("model")
     model.add_argument("--model", default=BUNDLED_MODEL_PATH, help="local folder or Hub id (default: bundled model)")
     model.add_argument("--revision", default=None, help="Hub revision: branch, tag or commit (default: main)")
@@ -161,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--system", default=None, help="system prompt (chat template)")
     model.add_argument("--no-chat-template", action="store_true", help="feed the text as is (base models)")
     sampler = common.add_argument_group("sampler", "Unset options keep the model's generation_config.json.")
-    sampler.add_argument("--seed", type=int, default=None, help="random seed (sampling, random remasking)")
+    sampler.add_argument("--seed", type=_seed, default=None, help="random seed (sampling, random remasking)")
     _add_sampler_arguments(common)
     display = common.add_argument_group("display")
     display.add_argument(
@@ -183,23 +220,81 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     parser = args.command_parser
+    try:
+        return run(parser, args)
+    except KeyboardInterrupt:
+        _report("interrupted.", parser, newline=sys.stderr.isatty())  # after the terminal's `^C`
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError) as error:  # generate() refuses the options or the input, e.g. a too long prompt
+        parser.error(_as_option_names(_one_line(error), parser))
+    except Exception as error:  # noqa: BLE001 -- anything else (out of memory, ...): one line, no traceback
+        _report(f"{type(error).__name__}: {_one_line(error)}", parser)
+        return 1
+
+
+def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Checks the options and the input (usage errors), loads the model, and answers the prompt or the chat."""
     sampler_kwargs = sampler_kwargs_from_args(args)
     _check_sampler_options(parser, sampler_kwargs)
+    _check_device(parser, args.device)
+    if args.command == "generate":
+        prompt = _read_prompt(parser, args.prompt)
+    elif sys.stdin is None or sys.stdin.closed:
+        parser.error("stdin is closed: chat reads the messages from stdin.")
     if args.seed is not None:
         torch.manual_seed(args.seed)
+    model, tokenizer = load(parser, args)
+    session = ChatSession(model, tokenizer, args, sampler_kwargs)
+    if args.command == "generate":
+        session.answer(prompt)
+        return 0
+    return session.loop(sys.stdin, interactive=sys.stdin.isatty())
+
+
+def _report(message: str, parser: argparse.ArgumentParser, newline: bool = False) -> None:
+    """Prints `message` as the command's one-line error on stderr."""
+    print(("\n" if newline else "") + f"{parser.prog}: {message}", file=sys.stderr, flush=True)
+
+
+def _read_prompt(parser: argparse.ArgumentParser, prompt: str) -> str:
+    """The prompt argument, or stdin's text for `-`; a usage error if it is closed, not UTF-8 or empty."""
+    source = "stdin" if prompt == "-" else "the prompt"
+    if prompt == "-" and (sys.stdin is None or sys.stdin.closed):
+        parser.error("stdin is closed: pipe the prompt in, or give it as an argument instead of `-`.")
     try:
-        model, tokenizer = load(parser, args)
-        session = ChatSession(model, tokenizer, args, sampler_kwargs)
-        if args.command == "generate":
-            prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-            session.answer(prompt)
-            return 0
-        return session.loop(sys.stdin, interactive=sys.stdin.isatty())
-    except KeyboardInterrupt:
-        print("\nInterrupted.", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ValueError as error:  # options that do not fit the model, e.g. a canvas longer than its context
-        parser.error(_as_option_names(str(error)))
+        prompt = _utf8_text(sys.stdin.read if prompt == "-" else lambda: prompt, source)
+    except ValueError as error:
+        parser.error(str(error))
+    if not prompt.strip():
+        parser.error(f"{source} is empty: give the text to answer.")
+    return prompt
+
+
+def _utf8_text(read, source: str) -> str:
+    """`read()`, or a `ValueError` naming `source` if it is not UTF-8 text: a strict decoder raises, argv and a C-locale
+    stdin keep undecodable bytes as surrogates."""
+    try:
+        text = read()
+        text.encode("utf-8")
+    except UnicodeError:
+        raise ValueError(f"{source} is not UTF-8 text.") from None
+    return text
+
+
+def _check_device(parser: argparse.ArgumentParser, name: str | None) -> None:
+    """Refuses an unknown or unavailable `--device` before the model load."""
+    if name is None or name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        parser.error(f"--device {name!r} is not a device: use cpu, cuda, cuda:1, mps, ... or auto.")
+    if device.type == "meta":
+        parser.error("--device meta holds no weights to generate with: use cpu, cuda, mps, ... or auto.")
+    try:
+        torch.empty(0, device=device)
+    except (AssertionError, RuntimeError, NotImplementedError) as error:  # torch asserts a CUDA build
+        parser.error(f"--device {name!r} is not available here ({_one_line(error)}).")
 
 
 def sampler_kwargs_from_args(args: argparse.Namespace) -> dict:
@@ -218,7 +313,7 @@ def _check_sampler_options(parser: argparse.ArgumentParser, kwargs: dict) -> Non
     try:
         DiffusionGenerationConfig(**kwargs).validate()
     except (ValueError, TypeError) as error:
-        parser.error(_as_option_names(str(error)))
+        parser.error(_as_option_names(str(error), parser))
     block_length, gen_length = kwargs.get("block_length"), kwargs.get("gen_length")
     if gen_length is not None and gen_length < 1:
         parser.error(f"--gen-length must be >= 1, got {gen_length}.")
@@ -226,13 +321,19 @@ def _check_sampler_options(parser: argparse.ArgumentParser, kwargs: dict) -> Non
         parser.error(f"--gen-length ({gen_length}) must be a multiple of --block-length ({block_length}).")
 
 
-def _as_option_names(message: str) -> str:
-    """`max_new_tokens` -> `--max-new-tokens` in error messages."""
-    return re.sub(r"`(\w+)`", lambda match: "--" + match.group(1).replace("_", "-"), message)
+def _as_option_names(message: str, parser: argparse.ArgumentParser) -> str:
+    """`max_new_tokens` -> `--max-new-tokens` in error messages, for the names that are options of `parser`."""
+    options = {option for action in parser._actions for option in action.option_strings}
+
+    def as_option(match: re.Match) -> str:
+        option = "--" + match[1].replace("_", "-")
+        return option if option in options else match[0]
+
+    return re.sub(r"`(\w+)`", as_option, message)
 
 
 def load(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """`(model, tokenizer)` from `args.model` (local folder or Hub id); exits with a usage error if not found."""
+    """`(model, tokenizer)` from `args.model` (local folder or Hub id); a usage error if either does not load."""
     location = args.model
     local = Path(location).expanduser()
     if not local.is_dir() and (local.exists() or not HUB_REPO_ID.match(location)):
@@ -256,13 +357,25 @@ def load(parser: argparse.ArgumentParser, args: argparse.Namespace):
         )
     if args.load_in_4bit or device == "auto":
         model_kwargs["device_map"] = device  # placed by accelerate while loading
+    # Any failure here comes from the folder or the loading options (bad files, a missing package, no network).
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=args.revision)
-        model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
-    except OSError as error:
-        parser.error(f"--model {location!r}: cannot load it ({error}).")
-    except (ImportError, ValueError) as error:  # e.g. --load-in-4bit without bitsandbytes, an unsupported attention
-        parser.error(str(error))
+        config = AutoConfig.from_pretrained(location, revision=args.revision)
+    except Exception as error:  # noqa: BLE001
+        parser.error(f"--model {location!r}: cannot load its config.json ({_one_line(error)}).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=args.revision, config=config)
+    except Exception as error:  # noqa: BLE001
+        parser.error(f"--model {location!r}: cannot load its tokenizer ({_one_line(error)}).")
+    progress_bars = logging.is_progress_bar_enabled()
+    if not sys.stderr.isatty():
+        logging.disable_progress_bar()  # keeps a redirected stderr for errors
+    try:
+        model = AutoModelForCausalLM.from_pretrained(location, config=config, **model_kwargs)
+    except Exception as error:  # noqa: BLE001
+        parser.error(f"--model {location!r}: cannot load the model ({_one_line(error)}).")
+    finally:
+        if progress_bars:
+            logging.enable_progress_bar()
     if "device_map" not in model_kwargs:
         model.to(device)
     return model.eval(), tokenizer
@@ -274,7 +387,7 @@ class ChatSession:
     def __init__(self, model, tokenizer, args: argparse.Namespace, sampler_kwargs: dict):
         self.model, self.tokenizer, self.sampler_kwargs = model, tokenizer, sampler_kwargs
         self.use_chat_template = tokenizer.chat_template is not None and not args.no_chat_template
-        self.system = args.system
+        self.system, self.parser = args.system, args.command_parser
         self.keep_history = args.command == "chat" and not args.no_history
         self.show_drafts = sys.stdout.isatty() if args.drafts is None else args.drafts
         self.history: list[dict[str, str]] = []
@@ -282,17 +395,24 @@ class ChatSession:
         self.stop_ids -= {tokenizer.unk_token_id, tokenizer.bos_token_id, None}
 
     def loop(self, stream, interactive: bool) -> int:
-        """Answers every line of `stream` until EOF or `exit`/`quit`."""
+        """Answers every line of `stream` until EOF or `exit`/`quit`. A message that cannot be answered (not UTF-8,
+        refused by `generate()`) raises `ValueError`/`TypeError`, or, when `interactive`, is reported on stderr and
+        skipped."""
         if interactive:
             print("Chatting with a diffusion model. Type `exit` or press Ctrl-D to quit.")
         while True:
             if interactive:
                 print("> ", end="", flush=True)
-            line = stream.readline()
-            if not line or line.strip().lower() in EXIT_COMMANDS:
-                return 0
-            if line.strip():
-                self.answer(line.strip())
+            try:
+                line = _utf8_text(stream.readline, "stdin")
+                if not line or line.strip().lower() in EXIT_COMMANDS:
+                    return 0
+                if line.strip():
+                    self.answer(line.strip())
+            except (ValueError, TypeError) as error:
+                if not interactive:
+                    raise
+                _report(f"error: {_as_option_names(_one_line(error), self.parser)}", self.parser)
 
     def answer(self, text: str) -> str:
         input_ids = self._prompt_ids(text).to(self.model.device)
@@ -314,23 +434,36 @@ class ChatSession:
 
     def _prompt_ids(self, text: str) -> torch.Tensor:
         if not self.use_chat_template:
-            return self.tokenizer(text, return_tensors="pt").input_ids
+            return self.tokenizer(text, return_tensors="pt", verbose=False).input_ids  # generate() checks the length
         system = [{"role": "system", "content": self.system}] if self.system else []
         history = list(self.history)
         while True:
             messages = system + history + [{"role": "user", "content": text}]
-            input_ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+            input_ids = self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, return_tensors="pt", tokenizer_kwargs={"verbose": False}
+            )
             input_ids = input_ids["input_ids"] if not torch.is_tensor(input_ids) else input_ids
-            if not history or input_ids.shape[1] + self._answer_length() <= self._max_length():
+            answer_columns, max_length = self._answer_room()
+            if not history or input_ids.shape[1] + answer_columns <= max_length:
                 return input_ids
             history = history[2:]  # drop the oldest exchange to fit the model's context
 
-    def _answer_length(self) -> int:
+    def _answer_room(self) -> tuple[int, int]:
+        """`(columns, positions)`: the answer columns a prompt must leave room for within the first `positions` of the
+        model. The official dialect (`--gen-length`, `--steps`) needs its whole canvas, rounded up to whole blocks
+        (LLaDA 1.x); transformers' dialect grows the answer a canvas (LLaDA 1.x) or a block (block-causal models) at a
+        time and needs its first one. Blocks aligned to position 0 must end within the positions."""
         kwargs, config = self.sampler_kwargs, self.model.generation_config
-        return kwargs.get("gen_length") or kwargs.get("max_new_tokens") or config.max_new_tokens
-
-    def _max_length(self) -> int:
-        return getattr(self.model.config, "max_position_embeddings", None) or sys.maxsize
+        block_length = kwargs.get("block_length", config.block_length)
+        max_length = getattr(self.model.config, "max_position_embeddings", None) or sys.maxsize
+        answer_length = kwargs.get("gen_length") or kwargs.get("max_new_tokens") or config.max_new_tokens
+        official = not OFFICIAL_KEYWORDS.isdisjoint(kwargs)
+        if kwargs.get("block_schedule", config.block_schedule) == "absolute":
+            columns = answer_length if official else min(answer_length, block_length)
+            return columns, max_length // block_length * block_length
+        if not official:
+            answer_length = min(answer_length, kwargs.get("canvas_length") or config.canvas_length or answer_length)
+        return math.ceil(answer_length / block_length) * block_length, max_length
 
     def _decode(self, answer_ids: torch.Tensor) -> str:
         """The answer up to its first end-of-turn / EOS token."""
