@@ -145,6 +145,16 @@ def test_resaving_a_released_checkpoint_keeps_its_auto_map_and_adds_the_files(fa
         assert f"class {name}(llada_hf.{name}):" in (tmp_path / "saved" / f"{module}.py").read_text()
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_config_saved_alone_writes_the_files_its_auto_map_names(family, fixtures_dir, tmp_path):
+    config = transformers.AutoConfig.from_pretrained(fixtures_dir / FAMILIES[family][0])
+    config.save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    for reference in auto_map.values():
+        module, name = reference.split(".")
+        assert f"class {name}(llada_hf.{name}):" in (tmp_path / f"{module}.py").read_text()
+
+
 def test_models_carry_hub_tags_of_their_own():
     first = llada_hf.LLaDAModelLM(llada_hf.LLaDAConfig(d_model=16, n_heads=2, n_kv_heads=2, n_layers=1, vocab_size=32,
                                                        embedding_size=32, mlp_hidden_size=32, mask_token_id=31))  # fmt: skip

@@ -8,6 +8,8 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from huggingface_hub.errors import StrictDataclassError
 
+from .integrations.hub import add_remote_code_auto_map, write_remote_code_files
+
 
 class ConfigTypeError(StrictDataclassError, TypeError):
     """A configuration field has the wrong type."""
@@ -112,6 +114,14 @@ class ReleasedConfigMixin:
                     "build another model than the checkpoint's, so they must be stated explicitly."
                 )
         return super().from_dict(config_dict, **kwargs)
+
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        """As [`~PreTrainedConfig.save_pretrained`], plus an `auto_map` (unless it has one) and the
+        `trust_remote_code` entry points it names, written first so that a push uploads them too."""
+        if not getattr(self, "auto_map", None):
+            add_remote_code_auto_map(self)
+        write_remote_code_files(self.model_type, save_directory)
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def validate_token_ids(self):
         """Part of `@strict`-powered validation: every special-token id set is a token of the vocabulary."""

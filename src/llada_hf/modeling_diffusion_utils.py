@@ -20,7 +20,7 @@ from transformers.utils import ModelOutput, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.import_utils import is_tracing
 
-from .integrations.hub import add_remote_code_auto_map, model_tags, write_remote_code_files
+from .integrations.hub import add_remote_code_auto_map, model_tags
 from .integrations.lm_eval import warn_if_evaluated_by_lm_eval_hf
 from .integrations.peft import register_peft_target_modules_if_imported
 from .integrations.trl import refuse_trl_trainer
@@ -387,9 +387,7 @@ class DiffusionPreTrainedModel(PreTrainedModel):
         """As [`~PreTrainedModel.save_pretrained`], plus an `auto_map` and the `trust_remote_code` entry points of
         `llada_hf.integrations.hub`: the folder also loads where `llada_hf` was never imported."""
         add_remote_code_auto_map(self.config, base_model=not isinstance(self, DiffusionLMHeadMixin))
-        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)
-        if self.should_save_on_this_rank(is_main_process):
-            write_remote_code_files(self.config.model_type, save_directory)
+        super().save_pretrained(save_directory, is_main_process=is_main_process, **kwargs)  # the config writes them
 
     # transformers decides whether the attention and experts kernels can be switched by reading the source of the
     # module defining the class. The `trust_remote_code` entry points are subclasses in modules without layers, so
