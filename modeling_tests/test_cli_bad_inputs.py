@@ -77,6 +77,7 @@ def assert_usage_error(argv, capsys, *words):
         (["--attn-implementation", "magic"], ["--attn-implementation", "invalid choice"]),
         (["--device", "banana"], ["--device 'banana' is not a device"]),
         (["--device", "meta"], ["--device meta"]),
+        (["--load-in-4bit", "--dtype", "float64"], ["--load-in-4bit", "float64"]),
         (["--bogus"], ["unrecognized arguments: --bogus"]),
     ],
 )
@@ -297,17 +298,19 @@ def test_long_chat_trims_its_history(flags, columns, monkeypatch, capsys):
 
 # Real processes: the real stdin and signals.
 def _start(argv, env=None, close_stdin=False):
+    command = [sys.executable, "-m", "llada_hf.cli", *argv]
+    if close_stdin:
+        command = ["sh", "-c", 'exec "$0" "$@" <&-', *command]
     return subprocess.Popen(
-        [sys.executable, "-m", "llada_hf.cli", *argv],
+        command,
         stdin=None if close_stdin else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        preexec_fn=(lambda: os.close(0)) if close_stdin else None,
     )
 
 
-@pytest.mark.slow  # four interpreters at once: ~25 s on two cores
+@pytest.mark.slow  # five interpreters at once: ~30 s on two cores
 def test_real_stdin_and_ctrl_c():
     bad_bytes = b"Sort: \xff\xfe 3 1\n"
     cases = [  # (process, its stdin, what stderr names)
@@ -315,6 +318,8 @@ def test_real_stdin_and_ctrl_c():
         (_start(["generate", "-"]), bad_bytes, "stdin is not UTF-8"),  # Python's surrogateescape decoder
         (_start(["chat"], env={"PYTHONIOENCODING": "utf-8:strict"}), bad_bytes, "stdin is not UTF-8"),
     ]
+    broken_pipe = _start(["generate", DEMO_PROMPT])
+    broken_pipe.stdout.close()  # `llada-hf generate ... | head -c0`
     ctrl_c = _start(["chat", "--no-history"])
     # Ctrl-C while answering a stream of messages: once the first answer is out, the next ones are being generated.
     ctrl_c.stdin.write(f"{DEMO_PROMPT}\n".encode() * 200)
@@ -325,6 +330,8 @@ def test_real_stdin_and_ctrl_c():
     assert first_answer == b"1 3 4 7 9\n"
     assert ctrl_c.stderr.read() == b"llada-hf chat: interrupted.\n"  # no traceback, no progress bar
     ctrl_c.stdin.close()
+    assert broken_pipe.wait(timeout=120) == 141
+    assert broken_pipe.stderr.read() == b""
     for process, stdin, words in cases:
         _, err = process.communicate(stdin, timeout=120)
         err = err.decode()

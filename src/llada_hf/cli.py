@@ -11,13 +11,15 @@ Without `--model`, the tiny instruction-following LLaDA shipped with the package
 terminal, the denoising drafts are shown as they change (`TextDiffusionStreamer`).
 
 Every failure is one line on stderr: exit status 2 for a usage or input error (a bad option, an option the model
-refuses, a model folder that does not load, an unreadable prompt), 130 for Ctrl-C, 1 for anything else.
+refuses, a model folder that does not load, an unreadable prompt), 130 for Ctrl-C, 1 for anything else. A closed
+stdout (`| head -1`) ends it quietly with status 141.
 """
 
 import argparse
 import inspect
 import json
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -44,6 +46,7 @@ HUB_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 EXIT_COMMANDS = {"exit", "quit"}
 EXIT_USAGE = 2  # argparse's status for usage errors; also used for bad input (prompt, model folder, stdin)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a writer whose reader has gone
 MAX_SEED = 2**64 - 1  # torch.manual_seed's range
 
 # Sampler flags are derived from `DiffusionGenerationConfig`: each of its `diffusion_fields` and each standard field its
@@ -225,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _report("interrupted.", parser, newline=sys.stderr.isatty())  # after the terminal's `^C`
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout has gone (`| head -1`): stop quietly, as `cat` does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush does not fail too
+        return EXIT_BROKEN_PIPE
     except (ValueError, TypeError) as error:  # generate() refuses the options or the input, e.g. a too long prompt
         parser.error(_as_option_names(_one_line(error), parser))
     except Exception as error:  # noqa: BLE001 -- anything else (out of memory, ...): one line, no traceback
@@ -351,6 +357,8 @@ def load(parser: argparse.ArgumentParser, args: argparse.Namespace):
     if args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
+        if args.dtype == "float64":
+            parser.error("--load-in-4bit computes in float32, bfloat16 or float16, not --dtype float64.")
         compute_dtype = DTYPES.get(args.dtype, torch.bfloat16)
         model_kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_compute_dtype=compute_dtype
