@@ -18,10 +18,14 @@ measured latency as a percentage of it (100% = at the roofline).
     python benchmarks/bench_gpu_steps.py --device cuda --model llada2-mini
     python benchmarks/bench_gpu_steps.py --device cuda --compile            # adds the captured steps
     python benchmarks/bench_gpu_steps.py --model tiny --device cpu --dtype float32   # a quick CPU check
+
+`--json PATH` also writes the rows (and the measured peaks) to PATH, rewritten after every row so that a run stopped
+part-way keeps what it measured; `benchmarks/gpu/run_all.sh` reads it.
 """
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -248,6 +252,16 @@ def llada2_steps(model, canvas, device, repeats, compile_step):
     return results
 
 
+def write_json(path, header, rows):
+    """Rewrites `path` with the run's header and every row so far (atomically: a reader never sees half a file)."""
+    if path is None:
+        return
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({**header, "rows": rows}, indent=1))
+    partial.replace(path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="llada-8b", choices=["llada-8b", "llada2-mini", "tiny", "tiny-llada2"])
@@ -260,6 +274,7 @@ def main():
     parser.add_argument("--nfe", type=int, default=64, help="NFE budget for the tokens/s column")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also time the steps under torch.compile")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     dtype_bytes = torch.finfo(dtype).bits // 8
@@ -267,6 +282,14 @@ def main():
     peak_flops, peak_bandwidth = machine_peaks(args.device, dtype)
     model = build_model(args.model, args.device, dtype)
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    header_info = {
+        "model": args.model, "dtype": args.dtype, "device": device_name, "prompt_length": args.prompt_length,
+        "block_length": args.block_length, "nfe": args.nfe, "compile": args.compile,
+        "attn_implementation": model.config._attn_implementation,
+        "peak_tflops": peak_flops / 1e12, "peak_copy_gbps": peak_bandwidth / 1e9,
+    }  # fmt: skip
+    rows = []
+    write_json(args.json, header_info, rows)
     print(
         f"{args.model}, {args.dtype}, {device_name}: measured peaks {peak_flops / 1e12:.3f} TFLOP/s matmul, "
         f"{peak_bandwidth / 1e9:.0f} GB/s copy; prompt {args.prompt_length}, block {args.block_length}, "
@@ -300,6 +323,13 @@ def main():
                         f"| {100 * roofline / seconds:>12.1f}% |",
                         flush=True,
                     )
+                    rows.append({
+                        "batch": batch, "answer": answer, "canvas": canvas.width, "step": name,
+                        "queries": float(queries), "keys": float(keys), "ms": seconds * 1e3,
+                        "peak_gib": peak / 2**30 if peak else None, "tok_s": None if math.isnan(rate) else rate,
+                        "roofline_ms": roofline * 1e3, "roofline_pct": 100 * roofline / seconds,
+                    })  # fmt: skip
+                    write_json(args.json, header_info, rows)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ Columns: weights = `get_memory_footprint()`; peak = peak CUDA memory allocated d
 measured); tok/s = generated tokens per second (1 token per step, as the official samplers at steps = gen length);
 qlora s/step = one LoRA step on a 4 x 256 batch. On CPU the unquantized mode ("bf16") loads in float32. Modes bitsandbytes cannot run on the device are reported as skipped
 with the reason.
+`--json PATH` also writes the rows to PATH (rewritten after each mode); `--skip-modes` records modes as skipped
+without running them (the GPU kit's CPU dry run does so for the bitsandbytes modes); `--init-device cuda` builds the
+random checkpoint on the GPU, which is much faster at the released shapes.
 """
 
 import argparse
@@ -96,7 +99,7 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def write_checkpoint(family: str, folder: Path, layers: int | None, hidden: int | None) -> Path:
+def write_checkpoint(family: str, folder: Path, layers: int | None, hidden: int | None, device: str = "cpu") -> Path:
     """A random bf16 checkpoint of the released shape (optionally fewer layers / a smaller hidden size)."""
     if family == "llada":
         config = LLaDAConfig(**json.loads((FIXTURES / "llada-8b-instruct.config.json").read_text()))
@@ -118,10 +121,12 @@ def write_checkpoint(family: str, folder: Path, layers: int | None, hidden: int 
         model_class = LLaDA2MoeModelLM
     path = folder / family
     torch.manual_seed(0)
-    with torch.device("cpu"):
+    with torch.device(device):
         torch.set_default_dtype(torch.bfloat16)
-        model = model_class(config)
-        torch.set_default_dtype(torch.float32)
+        try:
+            model = model_class(config)
+        finally:
+            torch.set_default_dtype(torch.float32)
     model.save_pretrained(path)
     del model
     return path
@@ -149,17 +154,34 @@ def main():
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--qlora-steps", type=int, default=3, help="0 skips the QLoRA step.")
     parser.add_argument("--scratch", default=None, help="Folder for the random checkpoints (default: a temp dir).")
+    parser.add_argument("--init-device", default="cpu", help="Device the random checkpoint is built on.")
+    parser.add_argument("--skip-modes", nargs="+", default=[], choices=MODES, help="Record these modes as skipped.")
+    parser.add_argument("--skip-reason", default="not run (--skip-modes)", help="The reason recorded for them.")
+    parser.add_argument("--json", default=None, help="Also write the rows to this JSON file.")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda needs a CUDA device; use --device cpu for a CPU check")
 
     rows = []
+
+    def write_json():
+        if args.json:
+            partial = Path(args.json + ".partial")
+            header = {"device": args.device, "layers": args.layers, "hidden": args.hidden,
+                      "gen_length": args.gen_length, "block_length": args.block_length}  # fmt: skip
+            records = [{"family": family, "mode": mode, **result} for family, mode, result in rows]
+            partial.write_text(json.dumps({**header, "rows": records}, indent=1))
+            partial.replace(args.json)
+
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for family in args.families:
-            path = write_checkpoint(family, Path(scratch), args.layers, args.hidden)
+            to_run = [mode for mode in args.modes if mode not in args.skip_modes]
+            path = write_checkpoint(family, Path(scratch), args.layers, args.hidden, args.init_device) if to_run else None
             for mode in args.modes:
-                rows.append((family, mode, run_mode(path, mode, args)))
+                result = {"skipped": args.skip_reason} if mode in args.skip_modes else run_mode(path, mode, args)
+                rows.append((family, mode, result))
                 print(f"{family} {mode}: {rows[-1][2]}", file=sys.stderr, flush=True)
+                write_json()
 
     def cell(result, key, fmt):
         return format(result[key], fmt) if key in result else "-"
