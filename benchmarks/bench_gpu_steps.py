@@ -38,6 +38,7 @@ from llada_hf.generation.schedules import AbsoluteBlockSchedule, PromptBlockSche
 
 
 LLADA2_MINI_CONFIG = Path(__file__).parent.parent / "modeling_tests" / "fixtures" / "llada2-mini.config.json"
+COMPILE_ERRORS = []  # a compiled step that fails is reported here (and in --json), and the other steps still run
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ class Canvas:
         """One forward as `generate()` runs it; `logits_to_keep`: the candidate columns (0: all, as generate.py)."""
         inputs = self.schedule.model_inputs(self.canvas, self.rows, columns)
         tokens = self.canvas.tokens[:, columns.query_start : columns.query_end]
-        return (forward or model)(
+        return (model if forward is None else forward)(
             input_ids=tokens, cache=cache, use_cache=cache is not None, logits_to_keep=logits_to_keep, **inputs
         )
 
@@ -185,8 +186,11 @@ def llada_steps(model, canvas, device, repeats, compile_step):
     results["full canvas (official)"] = (seconds, peak, width, width, width)
     if compile_step:
         compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
-        seconds, peak = timed(lambda: canvas.forward(model, full, forward=compiled), device, repeats, warmup=3)
-        results["full canvas, compiled (CUDA graph)"] = (seconds, peak, width, width, width)
+        try:
+            seconds, peak = timed(lambda: canvas.forward(model, full, forward=compiled), device, repeats, warmup=3)
+            results["full canvas, compiled (CUDA graph)"] = (seconds, peak, width, width, width)
+        except Exception as error:  # noqa: BLE001  (reported; the cached steps are still measured)
+            compile_failed("full canvas, compiled (CUDA graph)", error)
     for strategy_class in (PrefixCache, DualCache):
         # Averaged over the blocks: a refresh, then the timed cached step.
         times, peaks, query_counts = [], [], []
@@ -233,23 +237,37 @@ def llada2_steps(model, canvas, device, repeats, compile_step):
     for name, static_width, use_compile in variants:
         forward = torch.compile(model, mode="reduce-overhead", fullgraph=True) if use_compile else None
         times, peaks, keys = [], [], []
-        for block in sample:
-            strategy = BlockCache(static_width, model.config.num_hidden_layers)
-            # Fill the cache up to the block start (exact: the committed prefix), then time the block's later step.
-            canvas.forward(model, strategy.forward_columns(block, 0, block.start), strategy.cache, logits_to_keep=1)
-            strategy.cached_length = block.start
-            columns = strategy.forward_columns(block, 1, block.end)
+        try:
+            for block in sample:
+                strategy = BlockCache(static_width, model.config.num_hidden_layers)
+                # Fill the cache up to the block start (exact: the committed prefix), then time the block's later step.
+                canvas.forward(
+                    model, strategy.forward_columns(block, 0, block.start), strategy.cache, logits_to_keep=1
+                )
+                strategy.cached_length = block.start
+                columns = strategy.forward_columns(block, 1, block.end)
 
-            def step():
-                canvas.forward(model, columns, strategy.cache, forward=forward, logits_to_keep=block_len)
-                strategy.after_forward(block, 1)
+                def step():
+                    canvas.forward(model, columns, strategy.cache, forward=forward, logits_to_keep=block_len)
+                    strategy.after_forward(block, 1)
 
-            seconds, peak = timed(step, device, repeats, warmup=3 if use_compile else 2)
-            times.append(seconds)
-            peaks.append(peak or 0)
-            keys.append(columns.key_end)
+                seconds, peak = timed(step, device, repeats, warmup=3 if use_compile else 2)
+                times.append(seconds)
+                peaks.append(peak or 0)
+                keys.append(columns.key_end)
+        except Exception as error:
+            if not use_compile:
+                raise
+            compile_failed(name, error)  # reported; the uncompiled steps are already measured
+            continue
         results[name] = (statistics.mean(times), max(peaks) or None, block_len, statistics.mean(keys), block_len)
     return results
+
+
+def compile_failed(name, error):
+    message = f"{name}: {type(error).__name__}: {error}"
+    print(f"compiled step failed, {message}", flush=True)
+    COMPILE_ERRORS.append(message[:500])
 
 
 def write_json(path, header, rows):
@@ -286,7 +304,7 @@ def main():
         "model": args.model, "dtype": args.dtype, "device": device_name, "prompt_length": args.prompt_length,
         "block_length": args.block_length, "nfe": args.nfe, "compile": args.compile,
         "attn_implementation": model.config._attn_implementation,
-        "peak_tflops": peak_flops / 1e12, "peak_copy_gbps": peak_bandwidth / 1e9,
+        "peak_tflops": peak_flops / 1e12, "peak_copy_gbps": peak_bandwidth / 1e9, "compile_errors": COMPILE_ERRORS,
     }  # fmt: skip
     rows = []
     write_json(args.json, header_info, rows)

@@ -176,7 +176,9 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.scratch) as scratch:
         for family in args.families:
             to_run = [mode for mode in args.modes if mode not in args.skip_modes]
-            path = write_checkpoint(family, Path(scratch), args.layers, args.hidden, args.init_device) if to_run else None
+            path = (
+                write_checkpoint(family, Path(scratch), args.layers, args.hidden, args.init_device) if to_run else None
+            )
             for mode in args.modes:
                 result = {"skipped": args.skip_reason} if mode in args.skip_modes else run_mode(path, mode, args)
                 rows.append((family, mode, result))

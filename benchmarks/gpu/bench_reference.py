@@ -15,6 +15,7 @@ The LLaDA forward is the sampler's exact full-canvas step (`bench_gpu_steps.Canv
 """
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -106,6 +107,7 @@ def main():
 
     with torch.no_grad():
         config, vocab, tokens, width = measure_llada(args, dtype, rows, write, header)
+        gc.collect()
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()  # the LLaDA model is gone: the Llama one is measured alone
         llama = llama_like(config, vocab, args.device, dtype)
