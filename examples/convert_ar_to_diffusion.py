@@ -117,9 +117,11 @@ def exact_match(model, tokenizer, num_prompts: int, diffusion: bool) -> float:
     prompts = torch.tensor([feature["input_ids"][:BLOCK_LENGTH] for feature in features])
     answers = torch.tensor([feature["input_ids"][BLOCK_LENGTH : BLOCK_LENGTH + DIGITS] for feature in features])
     if diffusion:
+        # The block-causal sampler set in the model's generation config (see `run`); the official keywords keep the
+        # answer at exactly one block (wrong answers may end early at an EOS).
         output = model.generate(
-            prompts, max_new_tokens=BLOCK_LENGTH, temperature=0.0, mask_token_id=tokenizer.mask_token_id
-        )  # the block-causal sampler set in the model's generation config (see `run`)
+            prompts, gen_length=BLOCK_LENGTH, steps=BLOCK_LENGTH, temperature=0.0, mask_id=tokenizer.mask_token_id
+        )
     else:
         attention_mask = torch.ones_like(prompts)
         output = model.generate(prompts, attention_mask=attention_mask, max_new_tokens=DIGITS, do_sample=False)

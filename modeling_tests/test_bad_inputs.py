@@ -71,7 +71,7 @@ BAD_LLADA_ARGUMENTS = (
         ({"mask_token_id": 500}, ValueError, "mask_token_id"),
         ({"mask_id": 128}, ValueError, "mask_token_id"),
         ({"eos_token_id": 999}, ValueError, "eos_token_id"),
-        ({"eos_id": -3}, ValueError, "eos_token_id"),
+        ({"eos_id": -3}, ValueError, "eos_id"),
         ({"pad_token_id": 128}, ValueError, "pad_token_id"),
         ({"pad_token_id": MASK}, ValueError, "pad_token_id"),
         ({"eot_token_id": 1000}, ValueError, "eot_token_id"),
@@ -96,6 +96,14 @@ BAD_LLADA_ARGUMENTS = (
         ({"bad_words_ids": [[1, 2]]}, ValueError, "bad_words_ids"),
         ({"sequence_bias": [[[1, 2], 1.0]]}, ValueError, "sequence_bias"),
         ({"stop_strings": ["x"]}, ValueError, "stop_strings"),
+        ({"stop_strings": ""}, ValueError, "stop_strings"),
+        ({"bad_words_ids": 99}, TypeError, "bad_words_ids"),
+        ({"bad_words_ids": [[-1]]}, ValueError, "bad_words_ids"),
+        ({"bad_words_ids": [[999]]}, ValueError, "bad_words_ids"),
+        ({"suppress_tokens": [999]}, ValueError, "suppress_tokens"),
+        ({"suppress_tokens": [-5]}, ValueError, "suppress_tokens"),
+        ({"suppress_tokens": "3"}, TypeError, "suppress_tokens"),
+        ({"sequence_bias": 3}, TypeError, "sequence_bias"),
         ({"steps_per_block": 4}, TypeError, "steps_per_block"),
         ({"assistant_model": "x"}, TypeError, "assistant_model"),
         ({"beams": 2}, TypeError, "beams"),
@@ -109,7 +117,7 @@ BAD_LLADA_ARGUMENTS = (
 
 @pytest.mark.parametrize("kwargs, error, name", BAD_LLADA_ARGUMENTS)
 def test_bad_llada_arguments_name_themselves(llada, kwargs, error, name):
-    length = {} if {"gen_length", "max_length"} & kwargs.keys() else {"max_new_tokens": 8}
+    length = {} if {"gen_length", "max_length", "max_new_tokens"} & kwargs.keys() else {"max_new_tokens": 8}
     with pytest.raises(error, match=name):
         llada.generate(prompt_of(4), **length, **kwargs)
 

@@ -333,9 +333,15 @@ class DiffusionGenerationConfig(GenerationConfig):
             _check_number(name, getattr(self, name), minimum=0.0)
         if self.min_p is not None and self.min_p > 1.0:
             raise ValueError(f"`min_p` must be in [0, 1], got {self.min_p}.")
+        _check_token_lists("bad_words_ids", self.bad_words_ids)
+        _check_token_lists("sequence_bias", [entry[0] for entry in _check_pairs("sequence_bias", self.sequence_bias)])
+        _check_token_lists("suppress_tokens", None if self.suppress_tokens is None else [self.suppress_tokens])
+        stop_strings = [self.stop_strings] if isinstance(self.stop_strings, str) else self.stop_strings
+        if stop_strings is not None and not all(isinstance(stop, str) and stop for stop in stop_strings):
+            raise ValueError(f"`stop_strings` must be non-empty strings, got {self.stop_strings!r}.")
         for name, token_lists in (
             ("bad_words_ids", self.bad_words_ids),
-            ("sequence_bias", [ids for ids, _ in (self.sequence_bias or [])]),
+            ("sequence_bias", [ids for ids, _ in _check_pairs("sequence_bias", self.sequence_bias)]),
         ):
             if any(len(ids) != 1 for ids in token_lists or []):
                 raise ValueError(
@@ -425,6 +431,30 @@ def _check_number(name: str, value, minimum: float):
         raise ValueError(f"`{name}` must be a finite number, got {value}.")
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+
+
+def _check_token_lists(name: str, token_lists) -> None:
+    """`token_lists` must be `None` or a list of non-empty lists of token ids (integers >= 0)."""
+    if token_lists is None:
+        return
+    if not isinstance(token_lists, (list, tuple)) or not all(
+        isinstance(ids, (list, tuple)) and ids and all(isinstance(i, int) and not isinstance(i, bool) for i in ids)
+        for ids in token_lists
+    ):
+        raise TypeError(f"`{name}` must be a list of lists of token ids, got {token_lists!r}.")
+    if any(i < 0 for ids in token_lists for i in ids):
+        raise ValueError(f"`{name}` holds a negative token id: {token_lists!r}.")
+
+
+def _check_pairs(name: str, pairs) -> list:
+    """`pairs` (`sequence_bias`) must be `None` or a list of `[token ids, bias]` pairs; returns them as a list."""
+    if pairs is None:
+        return []
+    if isinstance(pairs, dict):
+        pairs = [[list(ids), bias] for ids, bias in pairs.items()]
+    if not isinstance(pairs, (list, tuple)) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise TypeError(f"`{name}` must be a list of [token ids, bias] pairs, got {pairs!r}.")
+    return list(pairs)
 
 
 def _check_choice(name: str, value, choices: tuple[str, ...]):

@@ -139,17 +139,23 @@ class PromptBlockSchedule(BlockSchedule):
         tokens = torch.cat([input_ids, masks], dim=1)
         columns = torch.arange(prompt_length + answer_length, device=device).expand(batch_size, -1)
         output_cols = columns
+        position_ids = None
         if attention_mask is not None:
             # Padding is never denoised (even when the pad token is the mask token) and is returned as given.
             padding = attention_mask[:, :prompt_length] == 0
             tokens[:, :prompt_length] = input_ids.masked_fill(padding, fill_token_id)
             output_cols = columns.masked_fill(torch.nn.functional.pad(padding, (0, answer_length)), -1)
             attention_mask = torch.cat([attention_mask, torch.ones_like(masks, dtype=attention_mask.dtype)], dim=1)
+            # Positions count from each row's first real token, as for the row alone. (generate.py counts the pads:
+            # the same attention scores in exact arithmetic, since RoPE is relative and pad keys are masked, but in
+            # bfloat16 a shifted row rounds differently and its tokens then often differ from the row alone.)
+            canvas_columns = torch.arange(tokens.shape[1], device=device)
+            position_ids = (canvas_columns - padding.sum(dim=1, keepdim=True)).clamp(min=0)
         return DiffusionCanvas(
             tokens=tokens,
             attention_mask=attention_mask,
             key_mask=None,
-            position_ids=None,
+            position_ids=position_ids,
             prompt_mask=tokens != mask_token_id,
             answer_cols=columns[:, prompt_length:],
             output_cols=output_cols,
@@ -185,8 +191,11 @@ class PromptBlockSchedule(BlockSchedule):
 
     def model_inputs(self, canvas, rows, columns):
         start, end, key_end = columns
-        # Pad keys are masked, pad queries attend (the released model's 2-D mask). Positions are canvas columns.
+        # Pad keys are masked, pad queries attend (the released model's 2-D mask). Positions are canvas columns, or
+        # count from each row's first real token in a padded batch.
         attention_mask = None if canvas.attention_mask is None else canvas.attention_mask[rows, :key_end]
+        if canvas.position_ids is not None:
+            return {"attention_mask": attention_mask, "position_ids": canvas.position_ids[rows, start:end]}
         if start == 0 and end == key_end:
             return {"attention_mask": attention_mask, "position_ids": None}
         positions = torch.arange(start, end, device=canvas.tokens.device).expand(rows.numel(), -1)

@@ -343,9 +343,10 @@ class DiffusionGenerationMixin(GenerationMixin):
         num_blocks = math.ceil(config.canvas_length / config.block_length)
         if config.steps % num_blocks:
             raise ValueError(
-                f"`steps` ({config.steps}) must be divisible by the number of blocks of a canvas ({num_blocks} = "
-                f"canvas_length {config.canvas_length} / block_length {config.block_length}); `steps` counts the "
-                "steps of one `canvas_length` canvas."
+                f"`steps` ({config.steps}, from the generation config) must be divisible by the number of blocks of a "
+                f"canvas ({num_blocks} = canvas_length {config.canvas_length} / block_length {config.block_length}): "
+                "`steps` counts the steps of one `canvas_length` canvas. Pass `steps`, or a `block_length` / "
+                "`canvas_length` that it fits."
             )
         return config.steps // num_blocks
 
@@ -471,8 +472,12 @@ class DiffusionGenerationMixin(GenerationMixin):
         if config.eos_token_id is None:
             config.eos_token_id = getattr(self.config, "eos_token_id", None)
         config.validate()
-        for name in ("mask_token_id", "eos_token_id", "pad_token_id", "eot_token_id"):
-            for token_id in as_id_list(getattr(config, name)):
+        token_ids = {name: as_id_list(getattr(config, name)) for name in ("mask_token_id", "eos_token_id")}
+        token_ids |= {name: as_id_list(getattr(config, name)) for name in ("pad_token_id", "eot_token_id")}
+        token_ids["suppress_tokens"] = list(config.suppress_tokens or [])
+        token_ids["bad_words_ids"] = [i for ids in config.bad_words_ids or [] for i in ids]
+        for name, ids in token_ids.items():
+            for token_id in ids:
                 if not 0 <= token_id < self.config.vocab_size:
                     raise ValueError(
                         f"`{name}` ({token_id}) is outside the model's vocabulary [0, {self.config.vocab_size})."
