@@ -63,7 +63,7 @@ MODES = {
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-def build_model(family: str, size: str, init_scale: float, seed: int) -> torch.nn.Module:
+def build_model(family: str, size: str, init_scale: float, seed: int, attention: str = "sdpa") -> torch.nn.Module:
     """A random model of `family` from the test fixture's config, resized, with small generation defaults."""
     torch.manual_seed(seed)
     overrides = SIZES[family][size]
@@ -77,6 +77,7 @@ def build_model(family: str, size: str, init_scale: float, seed: int) -> torch.n
         )
         model = LLaDA2MoeModelLM(config)
         model.generation_config.update(block_length=8, steps=8, mask_token_id=LLADA2_MASK)
+    model.set_attn_implementation(attention)
     return model.eval()
 
 
@@ -122,7 +123,7 @@ def run(args) -> dict:
     generator = torch.Generator().manual_seed(args.prompt_seed)
     for family in args.families:
         for size, init_scale, seed in itertools.product(SIZES[family], INIT_SCALES, range(args.seeds)):
-            reference = build_model(family, size, init_scale, seed)
+            reference = build_model(family, size, init_scale, seed, args.attention)
             batches = [random_batch(generator, args.rows, args.max_prompt) for _ in range(args.batches)]
             for dtype_name in args.dtypes:
                 model = copy.deepcopy(reference).to(DTYPES[dtype_name])  # the same weights in every dtype
@@ -153,18 +154,19 @@ def print_table(counts: dict) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one seed, 2 batches per model (~1 minute)")
+    parser.add_argument("--quick", action="store_true", help="one seed, one batch per model (~1 minute)")
     parser.add_argument("--seeds", type=int, default=2, help="random models per size and initialisation scale")
-    parser.add_argument("--batches", type=int, default=4, help="random padded batches per model")
+    parser.add_argument("--batches", type=int, default=2, help="random padded batches per model")
     parser.add_argument("--rows", type=int, default=4, help="prompts per batch")
     parser.add_argument("--max-prompt", type=int, default=12, help="prompts have 1..max-prompt tokens")
     parser.add_argument("--prompt-seed", type=int, default=0)
     parser.add_argument("--families", nargs="+", default=list(MODES), choices=list(MODES))
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (results may depend on it)")
+    parser.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"], help="attention implementation")
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.batches = 1, 2
+        args.seeds, args.batches = 1, 1
     torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
@@ -173,7 +175,8 @@ def main():
     print(
         f"\n{models} random models ({args.seeds} seed(s) x sizes {[s for f in args.families for s in SIZES[f]]} x "
         f"init scales {list(INIT_SCALES)}), {args.batches} batches of {args.rows} left-padded prompts "
-        f"(1-{args.max_prompt} tokens) each, {args.threads} thread(s), {time.perf_counter() - start:.0f} s\n"
+        f"(1-{args.max_prompt} tokens) each, {args.attention} attention, {args.threads} thread(s), "
+        f"{time.perf_counter() - start:.0f} s\n"
     )
     print_table(counts)
 
