@@ -164,7 +164,9 @@ class DiffusionGenerationMixin(GenerationMixin):
                 The prompt, left-padded in batches (also accepted as `input_ids=`). Mask tokens inside the prompt are
                 filled in too (infilling).
             attention_mask (`torch.Tensor` of shape `(batch_size, prompt_length)`, *optional*):
-                1 for real tokens, 0 for (left) padding. Each row then gets the tokens it would get alone.
+                1 for real tokens, 0 for (left) padding. In float64 each row gets exactly the tokens it gets alone;
+                in float32/bfloat16, kernels round differently for other batch shapes, so near-ties can flip
+                (measured rates: `benchmarks/bench_batch_consistency.py`).
             generation_config ([`DiffusionGenerationConfig`], *optional*):
                 Base parametrization; unset fields fall back to the model's `generation_config`, then to the family
                 defaults. Keyword arguments matching its fields override it.
