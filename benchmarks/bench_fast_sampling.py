@@ -13,12 +13,19 @@ Task ("repeated arithmetic"): the prompt is BOS + 16 random values in [0, 32); t
 each repetition adding 1 (mod 32): answer column `c` holds `x[c - 16] + 1`. Exact match = the whole 256-token answer.
 Tokens/s counts answer tokens before the first EOS (all 256 here: the task has no EOS).
 
+`--task addition` decodes instead the harder column-addition task (`modeling_tests/toy_tasks.py`, the task of
+`bench_cap.py`) with its committed checkpoint (`modeling_tests/fixtures/tiny-llada-addition`, no training): 10-token
+answers (9 digits + EOS) in one block of 10, where an answer digit hangs on a carry chain, so threshold decoding needs
+several steps per block. Exact match compares the whole answer (EOS included).
+
     OMP_NUM_THREADS=2 python benchmarks/bench_fast_sampling.py            # trains once (cached in --model-dir)
     python benchmarks/bench_fast_sampling.py --examples 32 --train-steps 50   # a quick smoke run
+    python benchmarks/bench_fast_sampling.py --task addition --examples 1000 --batch-size 250
 """
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -112,6 +119,37 @@ def answer_tokens_before_eos(answers: torch.LongTensor) -> int:
     return int(first_eos.sum())
 
 
+def use_addition_task() -> LLaDAModelLM:
+    """Switches the module to the column-addition task; returns its committed checkpoint."""
+    global ANSWER, BLOCK, EOS, make_examples
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "modeling_tests"))
+    from toy_tasks import (
+        ADD_ANSWER_LENGTH,
+        addition_answer,
+        addition_problems,
+        addition_prompt,
+        addition_tokenizer,
+    )
+
+    tokenizer = addition_tokenizer()
+    ANSWER = BLOCK = ADD_ANSWER_LENGTH
+    EOS = tokenizer.eos_token_id
+
+    def make_addition_examples(count: int, seed: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+        problems = addition_problems(count, seed=seed)
+        prompts = torch.tensor([tokenizer(addition_prompt(a, b))["input_ids"] for a, b in problems])
+        answers = torch.tensor([tokenizer(addition_answer(a, b))["input_ids"] + [EOS] for a, b in problems])
+        return prompts, answers
+
+    make_examples = make_addition_examples
+    for kwargs in MODES.values():
+        if "steps" in kwargs:
+            kwargs["steps"] = ANSWER
+    checkpoint = repo / "modeling_tests" / "fixtures" / "tiny-llada-addition"
+    return LLaDAModelLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+
+
 # mode name -> generate() keyword arguments (on top of max_new_tokens=256, block_length=32). The first is the baseline.
 PLAIN = "plain (official, 1 tok/step)"
 MODES = {
@@ -143,9 +181,10 @@ def main():
         "--modes", nargs="*", default=list(MODES), help="modes to run, in this order (the plain one is always run)"
     )
     parser.add_argument("--train-only", action="store_true")
+    parser.add_argument("--task", choices=["repeat", "addition"], default="repeat")
     args = parser.parse_args()
 
-    model = load_or_train(args)
+    model = use_addition_task() if args.task == "addition" else load_or_train(args)
     if args.train_only:
         return
     prompts, answers = make_examples(args.examples, seed=12345)
@@ -175,7 +214,9 @@ def main():
     threads = torch.get_num_threads()
     print(
         f"\n{args.examples} held-out examples, batch {args.batch_size}, answer {ANSWER} tokens, block {BLOCK}, "
-        f"float32, {threads} CPU thread(s), model trained {args.train_steps} steps (seed {args.seed})"
+        f"float32, {threads} CPU thread(s), "
+        + ("column-addition checkpoint" if args.task == "addition" else f"model trained {args.train_steps} steps")
+        + f" (seed {args.seed})"
     )
     header = (
         f"| {'mode':<32} | {'NFE':>5} | {'wall s':>7} | {'tok/s':>8} | {'speed-up':>8} | {'exact match %':>13} "
