@@ -22,9 +22,10 @@ of equal row counts (the Trainer's default), 4 accumulated micro-batches of 1 ro
 Confidence-aware parallel (CAP) training (dParallel; LLaDA2.0 section 5.2, how LLaDA2.0-flash-CAP was made) adds to
 this loss `λ * confidence_loss`, the entropy of the correctly predicted masked positions, so that threshold decoding
 commits more tokens per forward. λ is the model config's `confidence_loss_weight` (unset or 0: the loss above,
-unchanged), read by the forward as transformers' MoE models read `router_aux_loss_coef`:
+unchanged), read by the forward as transformers' MoE models read `router_aux_loss_coef`, so the stock Trainer and
+every collator work unchanged; `save_pretrained` keeps it in config.json:
 
-    model = AutoModelForCausalLM.from_pretrained(path, confidence_loss_weight=0.5)   # or model.config.<...> = 0.5
+    model.config.confidence_loss_weight = 0.5
 
 `outputs.loss` is then the total, and `outputs.diffusion_loss` / `outputs.confidence_loss` its two parts, which
 `llada_hf.training.DiffusionLossPartsCallback` adds to the Trainer's logs. λ does not transfer from dFactory's
