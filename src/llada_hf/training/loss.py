@@ -97,13 +97,7 @@ def masked_diffusion_loss(
         reduction (`str`, *optional*, defaults to `"mean"`): `"mean"` averages the rows, `"none"` returns one value
             per row (e.g. a Monte-Carlo term of the negative ELBO with `loss_normalizer=1`).
     """
-    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"`labels` must have the shape of `logits` without the vocabulary dimension, got labels "
-            f"{tuple(labels.shape)} for logits {tuple(logits.shape)}."
-        )
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}.")
+    _check_loss_arguments(logits, labels, reduction)
     p_mask = _per_position(p_mask, labels, "p_mask")
     normalizer = (
         labels.shape[1] if loss_normalizer is None else _per_position(loss_normalizer, labels, "loss_normalizer")
@@ -147,13 +141,7 @@ def confidence_loss(
     1 row give the gradient of one batch of 4. A row without any contributes 0 to its 1-row micro-batch but is left
     out of a larger batch's mean, the only case where the two differ.
     """
-    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(
-            f"`labels` must have the shape of `logits` without the vocabulary dimension, got labels "
-            f"{tuple(labels.shape)} for logits {tuple(logits.shape)}."
-        )
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}.")
+    _check_loss_arguments(logits, labels, reduction)
     supervised = labels != IGNORE_INDEX
     supervised_logits = logits[supervised]
     correct = supervised_logits.argmax(-1) == labels[supervised]
@@ -193,3 +181,13 @@ def _per_position(value: torch.Tensor | float, labels: torch.Tensor, name: str) 
         f"`{name}` must be a number, [batch] or [batch, seq] for labels of shape {tuple(labels.shape)}, got shape "
         f"{tuple(value.shape)}."
     )
+
+
+def _check_loss_arguments(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> None:
+    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
+        raise ValueError(
+            f"`labels` must have the shape of `logits` without the vocabulary dimension, got labels "
+            f"{tuple(labels.shape)} for logits {tuple(logits.shape)}."
+        )
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"`reduction` must be 'mean' or 'none', got {reduction!r}.")
