@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -338,3 +339,20 @@ def test_real_stdin_and_ctrl_c():
         assert process.returncode == 2, (process.args, err)
         assert len(err.splitlines()) == 1 and "Traceback" not in err, (process.args, err)
         assert words in err, (process.args, err)
+
+
+@pytest.mark.slow  # one interpreter: a few seconds
+def test_ctrl_c_while_the_package_is_imported():
+    """The console entry point (`llada_hf_cli`) imports the package, torch and transformers (seconds); a Ctrl-C there
+    ends the command with one line and exit code 130, as during generation."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys, llada_hf_cli; sys.exit(llada_hf_cli.main())", "generate", DEMO_PROMPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    time.sleep(1.0)  # the interpreter is up and importing torch
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err == b"llada-hf: interrupted.\n"
