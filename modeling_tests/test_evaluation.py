@@ -17,7 +17,9 @@ from reversal_task import build_tokenizer, random_digits, reversal_example, tiny
 lm_eval = pytest.importorskip("lm_eval")
 
 NUM_DOCS = 12
-MODEL_ARGS = "mc_num=8,mc_batch_size=32,steps=5,block_length=5"
+# No official keyword (`steps`, `gen_length`): generate_until is in transformers' dialect, where `max_gen_toks` (64, more
+# than the model's 5-token canvas) is an upper bound and each answer ends at its EOS.
+MODEL_ARGS = "mc_num=8,mc_batch_size=32,canvas_length=5,block_length=5"
 TASK_YAML = """\
 task: {name}
 dataset_path: json
@@ -39,7 +41,7 @@ output_type: generate_until
 doc_to_target: "{{answer}}"
 generation_kwargs:
   until: ["<eos>"]
-  max_gen_toks: 5
+  max_gen_toks: 64
 metric_list:
   - metric: exact_match
 """
