@@ -65,6 +65,11 @@ def build_model(name: str, device: str, dtype: torch.dtype):
     else:
         raise ValueError(f"Unknown --model {name!r}.")
     model_class = LLaDA2MoeModelLM if isinstance(config, LLaDA2MoeConfig) else LLaDAModelLM
+    return instantiate(model_class, config, device, dtype)
+
+
+def instantiate(model_class, config, device: str, dtype: torch.dtype):
+    """`model_class(config)` with random weights made directly on `device` in `dtype`, in eval mode."""
     default_dtype = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:

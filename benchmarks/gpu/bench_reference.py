@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/, for bench_gpu_steps
 
-from bench_gpu_steps import Canvas, build_model, timed
+from bench_gpu_steps import Canvas, build_model, instantiate, timed
 
 from llada_hf.generation.caches import DiffusionCacheStrategy
 
@@ -39,14 +39,7 @@ def llama_like(config, vocab: int, device: str, dtype: torch.dtype) -> LlamaForC
         rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta}, tie_word_embeddings=False,
         attn_implementation=config._attn_implementation,
     )  # fmt: skip
-    default_dtype = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = LlamaForCausalLM(config)
-    finally:
-        torch.set_default_dtype(default_dtype)
-    return model.eval()
+    return instantiate(LlamaForCausalLM, config, device, dtype)
 
 
 def graphed(forward):

@@ -302,14 +302,15 @@ class DiffusionGenerationMixin(GenerationMixin):
             new_tokens = _scatter_rows(result.sequences[:, prompt.shape[1] :], active, batch_size, fill_token_id)
             answers = torch.cat([answers, new_tokens], dim=1)
 
-            # 2. Rows that stopped in it (EOS, stop string, criterion) leave.
+            # 2. Rows that stopped in it (EOS, stop string, criterion) leave. `result.sequences` is each active row's
+            # prompt and answer so far.
             round_stops = (find_stops or first_stop)(
-                torch.cat([input_ids[active], answers[active]], dim=1), prompt_length, generated, answers.shape[1],
-                eos_token_ids,
-            )  # fmt: skip
+                result.sequences, prompt_length, generated, answers.shape[1], eos_token_ids
+            )
             stops[active] = round_stops
-            kept = answers[active, generated:] if round_stops[0] < 0 else answers[active, generated : round_stops[0]]
-            _stream_rest(run.streamer, kept, result.streamed)
+            if run.streamer is not None:  # batch of one
+                end = prompt_length + (int(round_stops[0]) if round_stops[0] >= 0 else answers.shape[1])
+                _stream_rest(run.streamer, result.sequences[:, prompt.shape[1] : end], result.streamed)
             active = active[round_stops < 0]
         ends = stops.masked_fill(stops < 0, answers.shape[1])
         sequences = self._end_answers(torch.cat([input_ids, answers], dim=1), prompt_length, ends, config)
