@@ -23,7 +23,6 @@ SFT at threshold 0.95 and the exact-match change.
 
 import argparse
 import copy
-import math
 import random
 import sys
 import time
@@ -59,7 +58,15 @@ MODES = {
 }
 
 
-def finetune(checkpoint: Path, weight: float, steps: list[int], batch_size: int, learning_rate: float, exclude: frozenset, seed: int):
+def finetune(
+    checkpoint: Path,
+    weight: float,
+    steps: list[int],
+    batch_size: int,
+    learning_rate: float,
+    exclude: frozenset,
+    seed: int,
+):
     """Fine-tunes the checkpoint with `confidence_loss_weight=weight`; returns {step count: state dict}."""
     tokenizer = addition_tokenizer()
     model = LLaDAModelLM.from_pretrained(checkpoint, dtype=torch.float32)
@@ -81,7 +88,9 @@ def finetune(checkpoint: Path, weight: float, steps: list[int], batch_size: int,
         if step in steps:
             snapshots[step] = copy.deepcopy(model.state_dict())
             parts = "" if output.confidence_loss is None else f", confidence {output.confidence_loss.item():.4f}"
-            print(f"  λ={weight} step {step}: loss {output.loss.item():.4f}{parts} ({time.perf_counter() - start:.0f} s)")
+            print(
+                f"  λ={weight} step {step}: loss {output.loss.item():.4f}{parts} ({time.perf_counter() - start:.0f} s)"
+            )
     return snapshots
 
 
@@ -144,13 +153,17 @@ def main():
     print("fine-tuning (same batches for every arm)")
     runs = {0.0: finetune(args.checkpoint, 0.0, args.steps, args.batch_size, args.learning_rate, exclude, args.seed)}
     for weight in args.weights:
-        runs[weight] = finetune(args.checkpoint, weight, args.steps, args.batch_size, args.learning_rate, exclude, args.seed)
+        runs[weight] = finetune(
+            args.checkpoint, weight, args.steps, args.batch_size, args.learning_rate, exclude, args.seed
+        )
 
     print("\nvalidation (threshold 0.95): λ, steps, exact match %, TPF")
     scores = {}
     for weight, snapshots in runs.items():
         for steps, state in snapshots.items():
-            scores[weight, steps] = decode(load(args.checkpoint, state), validation, "threshold 0.95", args.decode_batch_size)
+            scores[weight, steps] = decode(
+                load(args.checkpoint, state), validation, "threshold 0.95", args.decode_batch_size
+            )
             print(f"  λ={weight:<5} steps={steps:<5} exact {scores[weight, steps]['exact']:5.1f}  "
                   f"TPF {scores[weight, steps]['tpf']:.2f}")  # fmt: skip
     candidates = [(w, s) for w in args.weights for s in args.steps]
@@ -164,7 +177,10 @@ def main():
     print(f"chosen on validation: λ={weight}, {steps} steps "
           f"({'within' if allowed else 'NONE within'} {args.max_drop} points of SFT)")  # fmt: skip
 
-    models = {"SFT": load(args.checkpoint, runs[0.0][steps]), f"CAP λ={weight}": load(args.checkpoint, runs[weight][steps])}
+    models = {
+        "SFT": load(args.checkpoint, runs[0.0][steps]),
+        f"CAP λ={weight}": load(args.checkpoint, runs[weight][steps]),
+    }
     results = {}
     for name, model in models.items():
         for mode in MODES:

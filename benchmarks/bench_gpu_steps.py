@@ -5,14 +5,16 @@ size and answer length (prompt 128, block 32), one table from one run:
 
 - LLaDA 1.x: the full-canvas step (the official sampler; eager and, with `--compile`, captured by
   `torch.compile(mode="reduce-overhead")`, i.e. CUDA graphs), the prefix-cache step (queries: the active block and
-  everything after it; averaged over the blocks) and the dual-cache step (queries: the active block);
+  everything after it; averaged over the blocks), the dual-cache step (queries: the active block) and the static
+  dual-cache step (`cache_implementation="static"`; also compiled with `--compile`);
 - LLaDA2.0: the uncached step (canvas up to the block end, averaged over blocks), the exact block-cache step and the
   static block-cache step (`cache_implementation="static"`, compiled with `--compile`).
 
 Columns: median latency per step, peak memory of the step, tokens/s of a whole answer decoded with a fixed NFE budget
 (`--nfe`; cached modes spend one full-canvas refresh per block), and the step's roofline: the larger of
 FLOPs / peak matmul throughput and bytes / peak copy bandwidth, both measured on this machine at start-up, with the
-measured latency as a percentage of it (100% = at the roofline).
+measured latency as a percentage of it (100% = at the roofline). LLaDA2.0's bytes count the routed experts the step
+actually uses (`experts/layer`: distinct experts per MoE layer, counted with router hooks on an eager run of the step).
 
     python benchmarks/bench_gpu_steps.py --device cuda                      # LLaDA-8B shapes, bf16
     python benchmarks/bench_gpu_steps.py --device cuda --model llada2-mini
@@ -35,6 +37,7 @@ import torch
 from llada_hf import LLaDA2MoeConfig, LLaDA2MoeModelLM, LLaDAConfig, LLaDAModelLM
 from llada_hf.generation.caches import BlockCache, DiffusionCacheStrategy, DualCache, PrefixCache
 from llada_hf.generation.schedules import AbsoluteBlockSchedule, PromptBlockSchedule
+from llada_hf.modeling_llada2_moe import LLaDA2MoeGate
 
 
 LLADA2_MINI_CONFIG = Path(__file__).parent.parent / "modeling_tests" / "fixtures" / "llada2-mini.config.json"
@@ -80,9 +83,13 @@ def instantiate(model_class, config, device: str, dtype: torch.dtype):
     return model.eval()
 
 
-def step_cost(model, query_tokens: int, key_tokens: int, logit_tokens: int, batch: int, dtype_bytes: int):
+def step_cost(
+    model, query_tokens: int, key_tokens: int, logit_tokens: int, batch: int, dtype_bytes: int, experts_read=None
+):
     """`(FLOPs, bytes)` of one forward: matmuls over the weights each token uses, attention scores and values, the LM
-    head on the logit columns; bytes = weights read once + keys/values read + the logits written."""
+    head on the logit columns; bytes = weights read once + keys/values read + the logits written. LLaDA2.0:
+    `experts_read` is the mean number of distinct routed experts per MoE layer the step used (measured by
+    `routed_experts`); without it, the upper bound min(all, tokens * top-k)."""
     config = model.config
     hidden = model.get_input_embeddings().weight.shape[1]
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -102,7 +109,8 @@ def step_cost(model, query_tokens: int, key_tokens: int, logit_tokens: int, batc
         expert = 3 * hidden * config.moe_intermediate_size
         active_experts = config.num_experts_per_tok + config.num_shared_experts
         per_token = attention + dense + moe_layers * (active_experts * expert + hidden * config.num_experts)
-        experts_read = min(config.num_experts, batch * query_tokens * config.num_experts_per_tok)
+        if experts_read is None:
+            experts_read = min(config.num_experts, batch * query_tokens * config.num_experts_per_tok)
         routed = moe_layers * config.num_experts * expert
         weights_read = total - embedding - routed + moe_layers * experts_read * expert
     else:
@@ -118,6 +126,20 @@ def step_cost(model, query_tokens: int, key_tokens: int, logit_tokens: int, batc
 # ---------------------------------------------------------------------------------------------------------------------
 # Measurement
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def routed_experts(model, run_step) -> float:
+    """Mean number of distinct routed experts per MoE layer that the routers pick during `run_step()` (an eager
+    forward: the weights a grouped-GEMM step actually reads)."""
+    counts = []
+    gates = [module for module in model.modules() if isinstance(module, LLaDA2MoeGate)]
+    handles = [gate.register_forward_hook(lambda m, a, out: counts.append(out[2].unique().numel())) for gate in gates]
+    try:
+        run_step()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return statistics.mean(counts)
 
 
 def synchronize(device):
@@ -183,65 +205,86 @@ class Canvas:
 
 
 def llada_steps(model, canvas, device, repeats, compile_step):
-    """`{step name: (seconds, peak bytes, mean query tokens, key tokens, logit tokens)}` for LLaDA 1.x."""
+    """`{step name: (seconds, peak bytes, mean query tokens, key tokens, logit tokens, None)}` for LLaDA 1.x."""
     results = {}
     width, blocks = canvas.width, canvas.canvas.blocks
     full = DiffusionCacheStrategy().forward_columns(blocks[0], 0, width)
     seconds, peak = timed(lambda: canvas.forward(model, full), device, repeats)
-    results["full canvas (official)"] = (seconds, peak, width, width, width)
+    results["full canvas (official)"] = (seconds, peak, width, width, width, None)
+    compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True) if compile_step else None
     if compile_step:
-        compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True)
         try:
             seconds, peak = timed(lambda: canvas.forward(model, full, forward=compiled), device, repeats, warmup=3)
-            results["full canvas, compiled (CUDA graph)"] = (seconds, peak, width, width, width)
+            results["full canvas, compiled (CUDA graph)"] = (seconds, peak, width, width, width, None)
         except Exception as error:  # noqa: BLE001  (reported; the cached steps are still measured)
             compile_failed("full canvas, compiled (CUDA graph)", error)
-    for strategy_class in (PrefixCache, DualCache):
-        # Averaged over the blocks: a refresh, then the timed cached step.
+    variants = [
+        ("prefix cache step", PrefixCache, None, None),
+        ("dual cache step", DualCache, None, None),
+        ("static dual cache step", DualCache, width, None),
+    ]
+    if compiled is not None:
+        variants.append(("static dual cache step, compiled (CUDA graph)", DualCache, width, compiled))
+    for name, strategy_class, static_width, forward in variants:
+        # Averaged over the blocks: a refresh (eager: it allocates a static cache), then the timed cached step.
         times, peaks, query_counts = [], [], []
-        for block in blocks[:: max(1, len(blocks) // 4)]:
-            strategy = strategy_class()
-            canvas.forward(model, strategy.forward_columns(block, 0, width), strategy.cache)
-            strategy.after_forward(block, 0)
-            columns = strategy.forward_columns(block, 1, width)
-            queries = columns.query_end - columns.query_start  # generate() projects the queries' logits
+        try:
+            for block in blocks[:: max(1, len(blocks) // 4)]:
+                strategy = (
+                    strategy_class()
+                    if static_width is None
+                    else strategy_class(static_width, model.config.num_hidden_layers)
+                )
+                canvas.forward(model, strategy.forward_columns(block, 0, width), strategy.cache)
+                strategy.after_forward(block, 0)
+                columns = strategy.forward_columns(block, 1, width)
+                queries = columns.query_end - columns.query_start  # generate() projects the queries' logits
 
-            def step():
-                canvas.forward(model, columns, strategy.cache, logits_to_keep=queries)
-                strategy.after_forward(block, 1)
+                def step():
+                    strategy.forward_columns(block, 1, width)  # a static cache's write position goes back to the block
+                    canvas.forward(model, columns, strategy.cache, forward=forward, logits_to_keep=queries)
+                    strategy.after_forward(block, 1)
 
-            seconds, peak = timed(step, device, repeats)
-            times.append(seconds)
-            peaks.append(peak or 0)
-            query_counts.append(queries)
-        name = f"{strategy_class.name} cache step"
+                seconds, peak = timed(step, device, repeats, warmup=3 if forward is not None else 2)
+                times.append(seconds)
+                peaks.append(peak or 0)
+                query_counts.append(queries)
+        except Exception as error:
+            if forward is None:
+                raise
+            compile_failed(name, error)  # reported; the eager steps are already measured
+            continue
         mean_queries = statistics.mean(query_counts)
-        results[name] = (statistics.mean(times), max(peaks) or None, mean_queries, width, mean_queries)
+        results[name] = (statistics.mean(times), max(peaks) or None, mean_queries, width, mean_queries, None)
     return results
 
 
 def llada2_steps(model, canvas, device, repeats, compile_step):
-    """`{step name: (seconds, peak bytes, mean query tokens, key tokens, logit tokens)}` for LLaDA2.0."""
+    """`{step name: (seconds, peak bytes, mean query tokens, key tokens, logit tokens, routed experts per MoE layer)}`
+    for LLaDA2.0."""
     results = {}
     blocks = canvas.canvas.blocks
     sample = blocks[:: max(1, len(blocks) // 4)]
     block_len = canvas.schedule.block_length
-    times, peaks, keys = [], [], []
+    times, peaks, keys, experts = [], [], [], []
     for block in sample:
         columns = DiffusionCacheStrategy().forward_columns(block, 0, block.end)  # no cache: [0, block end)
         seconds, peak = timed(lambda: canvas.forward(model, columns, logits_to_keep=block_len), device, repeats)
         times.append(seconds)
         peaks.append(peak or 0)
         keys.append(block.end)
+        experts.append(routed_experts(model, lambda: canvas.forward(model, columns, logits_to_keep=block_len)))
     mean_keys = statistics.mean(keys)
-    results["uncached step"] = (statistics.mean(times), max(peaks) or None, mean_keys, mean_keys, block_len)
+    results["uncached step"] = (
+        statistics.mean(times), max(peaks) or None, mean_keys, mean_keys, block_len, statistics.mean(experts)
+    )  # fmt: skip
     variants = [("block cache step", None, False)]
     variants.append(("static block cache step", canvas.width, False))
     if compile_step:
         variants.append(("static block cache step, compiled", canvas.width, True))
     for name, static_width, use_compile in variants:
-        forward = torch.compile(model, mode="reduce-overhead", fullgraph=True) if use_compile else None
-        times, peaks, keys = [], [], []
+        compiled = torch.compile(model, mode="reduce-overhead", fullgraph=True) if use_compile else None
+        times, peaks, keys, experts = [], [], [], []
         try:
             for block in sample:
                 strategy = BlockCache(static_width, model.config.num_hidden_layers)
@@ -252,10 +295,11 @@ def llada2_steps(model, canvas, device, repeats, compile_step):
                 strategy.cached_length = block.start
                 columns = strategy.forward_columns(block, 1, block.end)
 
-                def step():
+                def step(forward=compiled):
                     canvas.forward(model, columns, strategy.cache, forward=forward, logits_to_keep=block_len)
                     strategy.after_forward(block, 1)
 
+                experts.append(routed_experts(model, lambda: step(forward=None)))
                 seconds, peak = timed(step, device, repeats, warmup=3 if use_compile else 2)
                 times.append(seconds)
                 peaks.append(peak or 0)
@@ -265,7 +309,10 @@ def llada2_steps(model, canvas, device, repeats, compile_step):
                 raise
             compile_failed(name, error)  # reported; the uncompiled steps are already measured
             continue
-        results[name] = (statistics.mean(times), max(peaks) or None, block_len, statistics.mean(keys), block_len)
+        results[name] = (
+            statistics.mean(times), max(peaks) or None, block_len, statistics.mean(keys), block_len,
+            statistics.mean(experts),
+        )  # fmt: skip
     return results
 
 
@@ -319,8 +366,8 @@ def main():
         f"NFE budget {args.nfe}"
     )
     header = (
-        f"| {'batch x answer':<14} | {'step':<36} | {'queries':>7} | {'keys':>5} | {'ms/step':>8} | {'peak GiB':>8} "
-        f"| {'tok/s @NFE':>10} | {'roofline ms':>11} | {'% of roofline':>13} |"
+        f"| {'batch x answer':<14} | {'step':<45} | {'queries':>7} | {'keys':>5} | {'ms/step':>8} | {'peak GiB':>8} "
+        f"| {'tok/s @NFE':>10} | {'roofline ms':>11} | {'% of roofline':>13} | {'experts/layer':>13} |"
     )
     print(header)
     print("|" + "|".join("-" * len(cell) for cell in header.split("|")[1:-1]) + "|")
@@ -332,8 +379,8 @@ def main():
                 results = steps(model, canvas, args.device, args.repeats, args.compile)
                 num_blocks = len(canvas.canvas.blocks)
                 full_seconds = next(iter(results.values()))[0]
-                for name, (seconds, peak, queries, keys, logits) in results.items():
-                    flops, moved = step_cost(model, int(queries), int(keys), int(logits), batch, dtype_bytes)
+                for name, (seconds, peak, queries, keys, logits, experts) in results.items():
+                    flops, moved = step_cost(model, int(queries), int(keys), int(logits), batch, dtype_bytes, experts)
                     roofline = max(flops / peak_flops, moved / peak_bandwidth)
                     # Cached LLaDA 1.x modes refresh the full canvas once per block.
                     refresh = num_blocks if ("prefix" in name or "dual" in name) else 0
@@ -341,9 +388,9 @@ def main():
                     rate = batch * answer / total if args.nfe > refresh else float("nan")
                     peak_text = f"{peak / 2**30:8.2f}" if peak else f"{'n/a':>8}"
                     print(
-                        f"| {f'{batch} x {answer}':<14} | {name:<36} | {queries:>7.0f} | {keys:>5.0f} "
+                        f"| {f'{batch} x {answer}':<14} | {name:<45} | {queries:>7.0f} | {keys:>5.0f} "
                         f"| {seconds * 1e3:>8.2f} | {peak_text} | {rate:>10.1f} | {roofline * 1e3:>11.2f} "
-                        f"| {100 * roofline / seconds:>12.1f}% |",
+                        f"| {100 * roofline / seconds:>12.1f}% | {'-' if experts is None else f'{experts:.1f}':>13} |",
                         flush=True,
                     )
                     rows.append({
@@ -351,6 +398,7 @@ def main():
                         "queries": float(queries), "keys": float(keys), "ms": seconds * 1e3,
                         "peak_gib": peak / 2**30 if peak else None, "tok_s": None if math.isnan(rate) else rate,
                         "roofline_ms": roofline * 1e3, "roofline_pct": 100 * roofline / seconds,
+                        "routed_experts_per_layer": experts,
                     })  # fmt: skip
                     write_json(args.json, header_info, rows)
 

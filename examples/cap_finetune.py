@@ -84,9 +84,17 @@ def main():
     trainer = Trainer(
         model=model,
         args=TrainingArguments(
-            output_dir=output_dir, per_device_train_batch_size=32, max_steps=args.steps, learning_rate=5e-4,
-            lr_scheduler_type="constant", weight_decay=0.0, logging_steps=max(1, args.steps // 5), report_to=[],
-            save_strategy="no", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+            output_dir=output_dir,
+            per_device_train_batch_size=32,
+            max_steps=args.steps,
+            learning_rate=5e-4,
+            lr_scheduler_type="constant",
+            weight_decay=0.0,
+            logging_steps=max(1, args.steps // 5),
+            report_to=[],
+            save_strategy="no",
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=True,
         ),  # fmt: skip
         train_dataset=[addition_feature(tokenizer, a, b) for a, b in train],
         data_collator=DataCollatorForDiffusionSFT(

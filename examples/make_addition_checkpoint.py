@@ -85,7 +85,9 @@ def train(model, tokenizer, steps: int, batch_size: int, learning_rate: float, e
         losses.append(loss.item())
         if (step + 1) % 100 == 0 or step + 1 == steps:
             recent = losses[-50:]
-            print(f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f}  {time.perf_counter() - start:.0f} s")
+            print(
+                f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f}  {time.perf_counter() - start:.0f} s"
+            )
     model.eval()
     return losses
 

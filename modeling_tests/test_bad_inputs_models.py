@@ -84,7 +84,9 @@ def test_released_token_ids_are_defaults_only_where_they_fit(config_class, relea
     unset = dict.fromkeys(released_ids)
     small = tiny_config(family, **unset)
     assert {name: getattr(small, name) for name in released_ids} == unset
-    large = tiny_config(family, **unset, vocab_size=200000, **({"embedding_size": 200000} if family == "llada" else {}))
+    large = tiny_config(
+        family, **unset, vocab_size=200000, **({"embedding_size": 200000} if family == "llada" else {})
+    )
     assert {name: getattr(large, name) for name in released_ids} == released_ids
     assert {name: getattr(config_class(), name) for name in released_ids} == released_ids
 

@@ -47,7 +47,9 @@ def logits(model, family: str) -> torch.Tensor:
 def float32_islands(model) -> dict[str, torch.Tensor]:
     """The RoPE frequencies and, for LLaDA2, every router tensor, by name."""
     tensors = dict(model.named_parameters()) | dict(model.named_buffers())  # `inv_freq` is not in the state dict
-    return {name: tensor for name, tensor in tensors.items() if name.endswith("rotary_emb.inv_freq") or ".gate." in name}
+    return {
+        name: tensor for name, tensor in tensors.items() if name.endswith("rotary_emb.inv_freq") or ".gate." in name
+    }
 
 
 @pytest.mark.parametrize("family", ["llada", "llada2"])
@@ -71,7 +73,9 @@ def test_cast_back_to_float32_restores_rotary_tables_and_router(checkpoints, fam
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], rtol=0, atol=0, msg=name)
     position_ids = torch.arange(256)[None]
-    for table, expected_table in zip(round_trip.model.rotary_emb(position_ids), reference.model.rotary_emb(position_ids)):
+    for table, expected_table in zip(
+        round_trip.model.rotary_emb(position_ids), reference.model.rotary_emb(position_ids)
+    ):
         torch.testing.assert_close(table, expected_table, rtol=0, atol=0)
 
 

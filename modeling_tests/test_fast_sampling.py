@@ -216,6 +216,42 @@ def test_padded_batch_equals_single_rows(two_layers, cache, mode):
         assert min(nfe) < GEN
 
 
+@pytest.mark.parametrize(
+    "mode", [*MODES, {"steps": GEN, "cfg_scale": 1.0}], ids=lambda mode: "-".join(f"{k}={v}" for k, v in mode.items())
+)
+def test_static_dual_cache_equals_dual_cache(two_layers, mode):
+    """Preallocated buffers written at tensor positions, rows leaving the batch included (early stop)."""
+    ids, mask = left_padded(PROMPTS)
+    dynamic = generate(two_layers, ids, mask, diffusion_cache="dual", **mode)
+    with QueryLengths(two_layers) as calls:
+        static = generate(two_layers, ids, mask, diffusion_cache="dual", cache_implementation="static", **mode)
+    assert torch.equal(static.sequences, dynamic.sequences)
+    assert static.nfe == dynamic.nfe
+    width = ids.shape[1] + GEN
+    assert {length for _, length in calls} == {width, BLOCK}  # two fixed shapes: the refresh and a block
+
+
+def test_static_dual_step_is_captured_whole_by_dynamo(two_layers):
+    """`fullgraph=True`, and one graph per step shape: the refresh and the block step (the first refresh, which
+    allocates the buffers, runs eagerly)."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    ids, mask = left_padded(PROMPTS)
+    options = {"diffusion_cache": "dual", "parallel_decoding": "threshold", "threshold": 0.45}
+    eager = generate(two_layers, ids, mask, **options)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compile_config = CompileConfig(backend="eager", mode=None, fullgraph=True, dynamic=False)
+    compiled = generate(two_layers, ids, mask, cache_implementation="static", compile_config=compile_config, **options)
+    assert torch.equal(compiled.sequences, eager.sequences)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+
+
+def test_prefix_cache_has_no_static_variant(two_layers):
+    with pytest.raises(ValueError, match="cache_implementation='static'"):
+        generate(two_layers, torch.tensor([PROMPTS[0]]), diffusion_cache="prefix", cache_implementation="static")
+
+
 @pytest.mark.parametrize("cache", ["none", "dual"])
 @pytest.mark.parametrize("threshold", [1.0, 1.5])
 def test_threshold_of_one_or_more_commits_one_token_per_step(two_layers, cache, threshold):

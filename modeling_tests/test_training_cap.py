@@ -266,9 +266,7 @@ def test_trainer_logs_both_parts(tmp_path, memorised_state, one_thread):
     weight = 0.5
     model = tiny_llada(confidence_loss_weight=weight)
     model.load_state_dict(memorised_state)
-    args = training_args(
-        tmp_path, "logs", 2, 2, max_steps=3, logging_steps=1, learning_rate=1e-3, optim="adamw_torch"
-    )
+    args = training_args(tmp_path, "logs", 2, 2, max_steps=3, logging_steps=1, learning_rate=1e-3, optim="adamw_torch")
     collator = DataCollatorForDiffusionSFT(mask_token_id=MASK, eos_token_id=EOS, seed=5)
     recorder = RecordingCallback()
     trainer = Trainer(

@@ -58,7 +58,6 @@ def sorting_feature(tokenizer: PreTrainedTokenizerFast, digits: str) -> dict[str
     return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
 
 
-
 # Multi-digit addition with carries: a task on which parallel decoding is hard.
 #
 # Two `ADD_DIGITS`-digit numbers are written column by column, most significant first, one token per column (the
@@ -91,7 +90,9 @@ def addition_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS, mask_token=MASK)
 
 
-def addition_problems(count: int, seed: int, exclude: frozenset[tuple[int, int]] = frozenset()) -> list[tuple[int, int]]:
+def addition_problems(
+    count: int, seed: int, exclude: frozenset[tuple[int, int]] = frozenset()
+) -> list[tuple[int, int]]:
     """`count` distinct operand pairs, none in `exclude`: each column's digits sum to 9 with probability
     `ADD_PROPAGATE`, otherwise both digits are uniform."""
     rng = random.Random(seed)

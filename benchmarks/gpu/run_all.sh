@@ -31,9 +31,8 @@ parts=(
     "smoke|60|15|versions, import, one tiny forward of each family on the device"
     "test_gpu|150|40|pytest modeling_tests/test_gpu.py (sdpa vs eager in bf16, batched vs single-row generate)"
     "reference|120|45|full-canvas step at 1 x 384: LLaDA vs transformers' LlamaForCausalLM, eager and CUDA graph"
-    "llada8b|120|50|bench_gpu_steps.py, LLaDA-8B shapes, 8 x 512: full-canvas, prefix- and dual-cache steps"
-    "llada2mini|150|60|bench_gpu_steps.py, LLaDA2.0-mini shapes, 1 and 8 x 256: uncached and block-cache steps"
-    "llada8b_compile|240|130|bench_gpu_steps.py --compile, LLaDA-8B shapes, 1 x 256 (canvas 384)"
+    "llada8b|240|110|bench_gpu_steps.py --compile, LLaDA-8B shapes, 8 x 512: full-canvas, prefix- and dual-cache steps, eager and captured"
+    "llada2mini|200|80|bench_gpu_steps.py --compile, LLaDA2.0-mini shapes, 1 x 256: uncached and block-cache steps, eager and captured"
     "bnb|240|140|bench_quantization.py, LLaDA-8B shapes: bf16 / int8 / nf4 load, peak memory, one generate"
 )
 
@@ -126,19 +125,17 @@ part_command() {
                     --prompt-length 128 --answer-length 256 --json "${json}")
             fi
             ;;
-        llada8b | llada2mini | llada8b_compile)
+        llada8b | llada2mini)
             local -A gpu_args=(
-                [llada8b]="--model llada-8b --batch-sizes 8 --answer-lengths 512"
-                [llada2mini]="--model llada2-mini --batch-sizes 1 8 --answer-lengths 256"
-                [llada8b_compile]="--model llada-8b --compile --batch-sizes 1 --answer-lengths 256"
+                [llada8b]="--model llada-8b --compile --batch-sizes 8 --answer-lengths 512"
+                [llada2mini]="--model llada2-mini --compile --batch-sizes 1 --answer-lengths 256"
             )
             local -A cpu_args=(
                 [llada8b]="--model tiny --batch-sizes 2 --answer-lengths 32"
                 [llada2mini]="--model tiny-llada2 --batch-sizes 1 2 --answer-lengths 32"
             )
-            if ((dry_run)) && [[ "${name}" == llada8b_compile ]]; then
-                skip="dry run: CUDA graphs (torch.compile mode=reduce-overhead) are GPU-only"
-            elif ((dry_run)); then
+            if ((dry_run)); then
+                # The captured steps (torch.compile mode=reduce-overhead: CUDA graphs) are GPU-only.
                 # shellcheck disable=SC2206  # the flags are plain words
                 command=("${python}" benchmarks/bench_gpu_steps.py ${cpu_args[${name}]} --device cpu --dtype float32
                     --prompt-length 16 --block-length 16 --repeats 2 --nfe 8 --json "${json}")

@@ -13,7 +13,8 @@ attends over what that returns, so a `Cache` subclass decides which keys/values 
 - [`PrefixCache`] and [`DualCache`] are Fast-dLLM's approximate caches for bidirectional models (LLaDA 1.x): the first
   step of every block recomputes the whole canvas; the other steps of the block reuse the keys/values of the columns
   before the block (prefix), or before and after it (dual), as they were at that refresh, although the tokens they
-  attend to have changed since.
+  attend to have changed since. With `cache_implementation="static"` the dual cache's buffers are preallocated too,
+  and its two step shapes (the refresh, a block) are fixed.
 """
 
 import torch
@@ -74,18 +75,30 @@ class StaticBlockLayer(StaticLayer):
 
 
 class StaticBlockKVCache(Cache):
-    """Preallocated keys/values for `width` canvas columns: `update` writes a forward's columns after the cached ones
+    """Preallocated keys/values for `width` canvas columns: `update` writes a forward's columns at the write position
     (in place, at positions held in a tensor) and returns the whole buffers, so shapes do not change from step to step.
-    Columns not written yet hold zeros; the block-causal mask never lets a query see them."""
+    Columns not written yet hold zeros; the block-causal mask never lets a query see them, and the dual cache writes
+    every column on its refresh step."""
 
     def __init__(self, width: int, num_layers: int):
         super().__init__(layers=[StaticBlockLayer(width) for _ in range(num_layers)])
 
     def truncate(self, length: int) -> None:
-        """Makes the next `update` write from column `length` on."""
-        excess = int(self.get_seq_length()) - length
-        if excess > 0:
-            self.crop(-excess)
+        """Makes the next `update` write from column `length` on (in place, without a device sync); the columns after
+        it are overwritten by later updates."""
+        for layer in self.layers:
+            layer.cumulative_length.fill_(length)
+
+    def reset(self) -> None:
+        """Makes the next `update` write from column 0."""
+        self.truncate(0)
+
+
+def new_kv_cache(static_width: int | None, num_layers: int | None) -> Cache:
+    """A [`BlockKVCache`], or with `static_width` a [`StaticBlockKVCache`] of that many columns."""
+    if static_width is None:
+        return BlockKVCache()
+    return StaticBlockKVCache(static_width, num_layers)
 
 
 class DiffusionCacheStrategy:
@@ -134,7 +147,7 @@ class BlockCache(DiffusionCacheStrategy):
 
     def __init__(self, static_width: int | None = None, num_layers: int | None = None):
         self.static_width = static_width
-        self.cache = BlockKVCache() if static_width is None else StaticBlockKVCache(static_width, num_layers)
+        self.cache = new_kv_cache(static_width, num_layers)
         self.cached_length = 0
 
     def forward_columns(self, block, step, window_end):
@@ -186,15 +199,34 @@ class PrefixCache(RefreshedBlockCache):
 class DualCache(RefreshedBlockCache):
     """Fast-dLLM's dual cache (approximate): keeps every column's keys/values; the block's other steps compute the
     block alone, write its fresh keys/values over the stored ones in place, and attend to the stored prefix and
-    suffix."""
+    suffix.
+
+    Args:
+        static_width (`int`, *optional*): preallocate keys/values for this many canvas columns
+            ([`StaticBlockKVCache`], written at positions held in a tensor). Every step then has one of two fixed
+            shapes (the refresh: the whole canvas; the others: one block, keys over the whole canvas), which
+            `torch.compile` / CUDA graphs can capture. Tokens are those of the dynamic dual cache.
+        num_layers (`int`, *optional*): the model's layer count, with `static_width`.
+    """
 
     name = "dual"
 
+    def __init__(self, static_width: int | None = None, num_layers: int | None = None):
+        self.static_width = static_width
+        self.cache = new_kv_cache(static_width, num_layers)
+
     def cached_step_columns(self, block, window_end):
+        if self.static_width is not None:
+            self.cache.truncate(block.start)  # the step writes the block's keys/values over the stored ones
         return ForwardColumns(block.start, block.end, window_end)
 
+    def has_static_shapes(self, columns: ForwardColumns) -> bool:
+        """Every step once the buffers exist: the first refresh allocates them, eagerly (a compiled region could not
+        mark them as static addresses for CUDA graphs)."""
+        return self.static_width is not None and self.cache.is_initialized
+
     def after_forward(self, block, step):
-        if step == 0:
+        if step == 0 and self.static_width is None:
             self.cache.overwrite_from(block.start)
 
 

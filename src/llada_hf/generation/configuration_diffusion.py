@@ -10,6 +10,7 @@ BLOCK_SCHEDULES = ("prompt", "absolute")
 REMASKING_STRATEGIES = ("low_confidence", "margin", "entropy", "random")
 PARALLEL_DECODING = ("quota", "threshold", "factor", "entropy_bound")
 DIFFUSION_CACHES = ("none", "block", "prefix", "dual")
+STATIC_CACHES = ("block", "dual")  # the caches whose steps have fixed shapes with `cache_implementation="static"`
 
 
 _LEFT_TO_RIGHT = "it assumes tokens are produced left to right"
@@ -218,12 +219,14 @@ class DiffusionGenerationConfig(GenerationConfig):
             cost (`benchmarks/bench_fast_sampling.py`, one token per step, 200 held-out 256-token answers): 0.0 points
             for both (100% -> 100%); see `benchmarks/README.md` for the table.
         cache_implementation (`str`, *optional*):
-            `"static"` with `diffusion_cache="block"`: keys/values in preallocated canvas-wide buffers, and every
-            forward after the prompt's first one has a fixed shape (`2 * block_length` queries on a block's first step,
-            `block_length` on the others, keys over the whole canvas). That step is then run through
+            `"static"`: keys/values in preallocated canvas-wide buffers, so that the cached steps have fixed shapes.
+            With `diffusion_cache="block"` every forward after the prompt's first one has `2 * block_length` queries
+            (a block's first step) or `block_length` (the others), keys over the whole canvas; with `"dual"` the
+            refresh computes the whole canvas and the other steps one block. Those steps are then run through
             `torch.compile` (CUDA graphs with the default `compile_config` mode `"reduce-overhead"`): automatically
-            on CUDA/XPU, on other devices when `compile_config` is given; `disable_compile=True` runs it eagerly.
-            Tokens are those of the dynamic block cache.
+            on CUDA/XPU, on other devices when `compile_config` is given; `disable_compile=True` runs them eagerly.
+            Tokens are those of the dynamic cache. In transformers' dialect a LLaDA 1.x answer that grows past its
+            first canvas compiles once more per canvas width.
         compile_config ([`CompileConfig`], *optional*), disable_compile (`bool`, *optional*):
             As in [`GenerationConfig`], for the static step above.
         output_history (`bool`, *optional*):
@@ -309,10 +312,10 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_choice("diffusion_cache", self.diffusion_cache, DIFFUSION_CACHES)
         _check_choice("parallel_decoding", self.parallel_decoding, PARALLEL_DECODING)
         _check_choice("cache_implementation", self.cache_implementation, ("static", "dynamic"))
-        if self.cache_implementation == "static" and self.diffusion_cache != "block":
+        if self.cache_implementation == "static" and self.diffusion_cache not in STATIC_CACHES:
             raise ValueError(
-                "`cache_implementation='static'` is available for the exact block cache only "
-                f"(`diffusion_cache='block'`, LLaDA2.0); got diffusion_cache={self.diffusion_cache!r}."
+                "`cache_implementation='static'` is available for the block cache (`diffusion_cache='block'`, "
+                f"LLaDA2.0) and the dual cache (`'dual'`, LLaDA 1.x); got diffusion_cache={self.diffusion_cache!r}."
             )
         _check_number("factor", self.factor, minimum=0.0)
         _check_number("entropy_bound", self.entropy_bound, minimum=0.0)

@@ -232,16 +232,17 @@ class CanvasDenoiser:
         forward_parameters = _forward_parameters(type(self.model).forward)
         if self.cache.cache is not None:
             model_inputs["cache" if "cache" in forward_parameters else "past_key_values"] = self.cache.cache
-        keep_all = "logits_to_keep" not in forward_parameters
-        if not keep_all:
-            # The LM head only runs on the candidate columns: the last ones (int), or a range of positions.
-            model_inputs["logits_to_keep"] = (
-                query_end - span_start
-                if span_end == query_end
-                else torch.arange(span_start - query_start, span_end - query_start, device=input_ids.device)
-            )
         static = self.compiled_forward is not None and self.cache.has_static_shapes(columns)
         forward = self.compiled_forward if static else self.model
+        keep_all = "logits_to_keep" not in forward_parameters
+        if not keep_all:
+            # The LM head only runs on the candidate columns: the last ones (int), or a range of positions (always a
+            # range in a compiled step, so that the last block does not add a graph).
+            model_inputs["logits_to_keep"] = (
+                query_end - span_start
+                if span_end == query_end and not static
+                else torch.arange(span_start - query_start, span_end - query_start, device=input_ids.device)
+            )
         logits = forward(input_ids=input_ids, use_cache=self.cache.cache is not None, **model_inputs).logits
         if keep_all:
             logits = logits[:, span_start - query_start : span_end - query_start]

@@ -310,7 +310,9 @@ class DataCollatorForBlockDiffusion(DiffusionDataCollator):
         super().__post_init__()
         is_pair = isinstance(self.mask_ratio_range, (tuple, list)) and len(self.mask_ratio_range) == 2
         if not is_pair or not all(isinstance(v, Real) and not isinstance(v, bool) for v in self.mask_ratio_range):
-            raise TypeError(f"`mask_ratio_range` must be a pair of numbers (low, high), got {self.mask_ratio_range!r}.")
+            raise TypeError(
+                f"`mask_ratio_range` must be a pair of numbers (low, high), got {self.mask_ratio_range!r}."
+            )
         low, high = self.mask_ratio_range
         if not 0.0 < low <= high <= 1.0:
             raise ValueError(f"`mask_ratio_range` must satisfy 0 < low <= high <= 1, got {self.mask_ratio_range}.")
