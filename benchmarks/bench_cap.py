@@ -1,8 +1,9 @@
 """Confidence-aware parallel (CAP) training against plain SFT, from the same checkpoint, for the same steps.
 
-Start: the column-addition LLaDA committed in `modeling_tests/fixtures/tiny-llada-addition` (made by
-`examples/make_addition_checkpoint.py`; task in `modeling_tests/toy_tasks.py`: 8-digit + 8-digit, one token per
-column, 10-token answers decoded as one block). Both arms fine-tune it with `DataCollatorForDiffusionSFT` on the same
+Start: the small LLaDA of a digit-pair task committed in `modeling_tests/fixtures/tiny-llada-<task>` (made by
+`examples/make_task_checkpoint.py`; tasks in `modeling_tests/toy_tasks.py`): `--task chain` (default; pointer
+chasing, 9-token answers, sequential by construction) or `--task addition` (8-digit + 8-digit with carries, 10-token
+answers); each answer is decoded as one block. Both arms fine-tune it with `DataCollatorForDiffusionSFT` on the same
 freshly drawn batches (same seeds), AdamW at a constant learning rate; the CAP arm sets
 `model.config.confidence_loss_weight` = λ, the SFT arm leaves it at 0.
 
@@ -17,7 +18,8 @@ tokens / forwards each row needed, from the step history), answer tokens/s, for 
 step), threshold 0.9, threshold 0.95 and dual cache + threshold 0.95, for both models. Headline: CAP's TPF gain over
 SFT at threshold 0.95 and the exact-match change.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_cap.py
+    OMP_NUM_THREADS=1 python benchmarks/bench_cap.py                   # the chain task
+    OMP_NUM_THREADS=1 python benchmarks/bench_cap.py --task addition
     python benchmarks/bench_cap.py --weights 0.5 --steps 20 --validation 64 --test 64   # a quick smoke run
 """
 
@@ -37,21 +39,12 @@ from llada_hf.training import DataCollatorForDiffusionSFT
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "modeling_tests"))
 
-from toy_tasks import (  # noqa: E402
-    ADD_ANSWER_LENGTH,
-    ADD_PROMPT_LENGTH,
-    addition_answer,
-    addition_feature,
-    addition_problems,
-    addition_prompt,
-    addition_tokenizer,
-)
+from toy_tasks import PAIR_TASKS, PairTask, pair_tokenizer  # noqa: E402
 
 
-CHECKPOINT = REPO / "modeling_tests" / "fixtures" / "tiny-llada-addition"
-N = ADD_ANSWER_LENGTH
+FIXTURES = REPO / "modeling_tests" / "fixtures"
 MODES = {
-    "official (1 tok/step)": {"steps": N},
+    "official (1 tok/step)": {},  # steps = the answer length
     "threshold 0.9": {"parallel_decoding": "threshold", "threshold": 0.9},
     "threshold 0.95": {"parallel_decoding": "threshold", "threshold": 0.95},
     "dual cache + threshold 0.95": {"diffusion_cache": "dual", "parallel_decoding": "threshold", "threshold": 0.95},
@@ -59,6 +52,7 @@ MODES = {
 
 
 def finetune(
+    task: PairTask,
     checkpoint: Path,
     weight: float,
     steps: list[int],
@@ -68,7 +62,7 @@ def finetune(
     seed: int,
 ):
     """Fine-tunes the checkpoint with `confidence_loss_weight=weight`; returns {step count: state dict}."""
-    tokenizer = addition_tokenizer()
+    tokenizer = pair_tokenizer()
     model = LLaDAModelLM.from_pretrained(checkpoint, dtype=torch.float32)
     model.config.confidence_loss_weight = weight
     collator = DataCollatorForDiffusionSFT(
@@ -79,8 +73,8 @@ def finetune(
     snapshots, start = {}, time.perf_counter()
     model.train()
     for step in range(1, max(steps) + 1):
-        problems = addition_problems(batch_size, seed=rng.randrange(2**62), exclude=exclude)
-        output = model(**collator([addition_feature(tokenizer, a, b) for a, b in problems]))
+        problems = task.problems(batch_size, seed=rng.randrange(2**62), exclude=exclude)
+        output = model(**collator([task.feature(tokenizer, problem) for problem in problems]))
         output.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -100,34 +94,9 @@ def load(checkpoint: Path, state) -> LLaDAModelLM:
     return model.eval()
 
 
-@torch.no_grad()
-def decode(model, problems, mode: str, batch_size: int) -> dict[str, float]:
-    tokenizer = addition_tokenizer()
-    prompts = torch.tensor([tokenizer(addition_prompt(a, b))["input_ids"] for a, b in problems])
-    targets = [addition_answer(a, b) for a, b in problems]
-    correct = nfe = row_forwards = 0
-    seconds = 0.0
-    for begin in range(0, len(problems), batch_size):
-        batch = prompts[begin : begin + batch_size]
-        start = time.perf_counter()
-        output = model.generate(
-            batch, max_new_tokens=N, block_length=N, temperature=0.0, return_dict_in_generate=True,
-            output_history=True, **MODES[mode],
-        )  # fmt: skip
-        seconds += time.perf_counter() - start
-        nfe += output.nfe
-        # A row needs a forward at every step that starts with one of its answer tokens still masked.
-        masked = [(state[:, ADD_PROMPT_LENGTH:] == tokenizer.mask_token_id).any(1) for state in output.history]
-        row_forwards += len(batch) + int(torch.stack(masked[:-1]).sum()) if len(masked) > 1 else len(batch)
-        answers = tokenizer.batch_decode(output.sequences[:, ADD_PROMPT_LENGTH:], skip_special_tokens=True)
-        correct += sum(x == y for x, y in zip(answers, targets[begin : begin + batch_size]))
-    tokens = len(problems) * N
-    return {
-        "exact": 100.0 * correct / len(problems),
-        "nfe": nfe,
-        "tpf": tokens / row_forwards,
-        "tok_s": tokens / seconds,
-    }
+def decode(model, task: PairTask, problems, mode: str, batch_size: int) -> dict[str, float]:
+    options = MODES[mode] or {"steps": task.answer_length}
+    return task.decode(model, pair_tokenizer(), problems, batch_size, temperature=0.0, **options)
 
 
 def main():
@@ -141,28 +110,33 @@ def main():
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--decode-batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--task", choices=sorted(PAIR_TASKS), default="chain")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the task's committed fixture")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    task = PAIR_TASKS[args.task]
+    args.checkpoint = args.checkpoint or FIXTURES / f"tiny-llada-{args.task}"
 
-    test = addition_problems(args.test, seed=101)
-    validation = addition_problems(args.validation, seed=102, exclude=frozenset(test))
+    test = task.problems(args.test, seed=101)
+    validation = task.problems(args.validation, seed=102, exclude=frozenset(test))
     exclude = frozenset(test) | frozenset(validation)
     # The fixture was trained on problems drawn by another generator; its own held-out set (seed 1) is not reused.
 
     print("fine-tuning (same batches for every arm)")
-    runs = {0.0: finetune(args.checkpoint, 0.0, args.steps, args.batch_size, args.learning_rate, exclude, args.seed)}
-    for weight in args.weights:
-        runs[weight] = finetune(
-            args.checkpoint, weight, args.steps, args.batch_size, args.learning_rate, exclude, args.seed
+    arms = [0.0, *args.weights]
+    runs = {
+        weight: finetune(
+            task, args.checkpoint, weight, args.steps, args.batch_size, args.learning_rate, exclude, args.seed
         )
+        for weight in arms
+    }
 
     print("\nvalidation (threshold 0.95): λ, steps, exact match %, TPF")
     scores = {}
     for weight, snapshots in runs.items():
         for steps, state in snapshots.items():
             scores[weight, steps] = decode(
-                load(args.checkpoint, state), validation, "threshold 0.95", args.decode_batch_size
+                load(args.checkpoint, state), task, validation, "threshold 0.95", args.decode_batch_size
             )
             print(f"  λ={weight:<5} steps={steps:<5} exact {scores[weight, steps]['exact']:5.1f}  "
                   f"TPF {scores[weight, steps]['tpf']:.2f}")  # fmt: skip
@@ -184,10 +158,11 @@ def main():
     results = {}
     for name, model in models.items():
         for mode in MODES:
-            results[name, mode] = decode(model, test, mode, args.decode_batch_size)
+            results[name, mode] = decode(model, task, test, mode, args.decode_batch_size)
 
     print(
-        f"\ntest split: {args.test} problems, answer {N} tokens (one block), batch {args.decode_batch_size}, "
+        f"\n{args.task} test split: {args.test} problems, answer {task.answer_length} tokens (one block), batch "
+        f"{args.decode_batch_size}, "
         f"float32, {torch.get_num_threads()} CPU thread(s); fine-tuned {steps} steps of {args.batch_size} from "
         f"{args.checkpoint.name}, lr {args.learning_rate}"
     )

@@ -13,14 +13,15 @@ Task ("repeated arithmetic"): the prompt is BOS + 16 random values in [0, 32); t
 each repetition adding 1 (mod 32): answer column `c` holds `x[c - 16] + 1`. Exact match = the whole 256-token answer.
 Tokens/s counts answer tokens before the first EOS (all 256 here: the task has no EOS).
 
-`--task addition` decodes instead the harder column-addition task (`modeling_tests/toy_tasks.py`, the task of
-`bench_cap.py`) with its committed checkpoint (`modeling_tests/fixtures/tiny-llada-addition`, no training): 10-token
-answers (9 digits + EOS) in one block of 10, where an answer digit hangs on a carry chain, so threshold decoding needs
-several steps per block. Exact match compares the whole answer (EOS included).
+`--task addition` / `--task chain` decode instead a harder digit-pair task (`modeling_tests/toy_tasks.py`, the tasks
+of `bench_cap.py`) with its committed checkpoint (`modeling_tests/fixtures/tiny-llada-<task>`, no training), each
+answer in one block: addition (10-token answers, 9 digits + EOS), where an answer digit hangs on a carry chain, and
+chain (9-token answers, 8 digits + EOS, pointer chasing), where every digit is a lookup keyed by the one before it, so
+threshold decoding needs several steps per block. Exact match compares the whole answer (EOS included).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fast_sampling.py            # trains once (cached in --model-dir)
     python benchmarks/bench_fast_sampling.py --examples 32 --train-steps 50   # a quick smoke run
-    python benchmarks/bench_fast_sampling.py --task addition --examples 1000 --batch-size 250
+    python benchmarks/bench_fast_sampling.py --task chain --examples 1000 --batch-size 250
 """
 
 import argparse
@@ -119,34 +120,29 @@ def answer_tokens_before_eos(answers: torch.LongTensor) -> int:
     return int(first_eos.sum())
 
 
-def use_addition_task() -> LLaDAModelLM:
-    """Switches the module to the column-addition task; returns its committed checkpoint."""
+def use_pair_task(name: str) -> LLaDAModelLM:
+    """Switches the module to the digit-pair task `name` (`modeling_tests/toy_tasks.py`); returns its committed
+    checkpoint."""
     global ANSWER, BLOCK, EOS, make_examples
     repo = Path(__file__).resolve().parents[1]
     sys.path.insert(0, str(repo / "modeling_tests"))
-    from toy_tasks import (
-        ADD_ANSWER_LENGTH,
-        addition_answer,
-        addition_problems,
-        addition_prompt,
-        addition_tokenizer,
-    )
+    from toy_tasks import PAIR_TASKS, pair_tokenizer
 
-    tokenizer = addition_tokenizer()
-    ANSWER = BLOCK = ADD_ANSWER_LENGTH
+    task, tokenizer = PAIR_TASKS[name], pair_tokenizer()
+    ANSWER = BLOCK = task.answer_length
     EOS = tokenizer.eos_token_id
 
-    def make_addition_examples(count: int, seed: int) -> tuple[torch.LongTensor, torch.LongTensor]:
-        problems = addition_problems(count, seed=seed)
-        prompts = torch.tensor([tokenizer(addition_prompt(a, b))["input_ids"] for a, b in problems])
-        answers = torch.tensor([tokenizer(addition_answer(a, b))["input_ids"] + [EOS] for a, b in problems])
+    def make_task_examples(count: int, seed: int) -> tuple[torch.LongTensor, torch.LongTensor]:
+        problems = task.problems(count, seed=seed)
+        prompts = torch.tensor([tokenizer(task.prompt(problem))["input_ids"] for problem in problems])
+        answers = torch.tensor([tokenizer(task.answer(problem))["input_ids"] + [EOS] for problem in problems])
         return prompts, answers
 
-    make_examples = make_addition_examples
+    make_examples = make_task_examples
     for kwargs in MODES.values():
         if "steps" in kwargs:
             kwargs["steps"] = ANSWER
-    checkpoint = repo / "modeling_tests" / "fixtures" / "tiny-llada-addition"
+    checkpoint = repo / "modeling_tests" / "fixtures" / f"tiny-llada-{name}"
     return LLaDAModelLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
 
 
@@ -181,10 +177,10 @@ def main():
         "--modes", nargs="*", default=list(MODES), help="modes to run, in this order (the plain one is always run)"
     )
     parser.add_argument("--train-only", action="store_true")
-    parser.add_argument("--task", choices=["repeat", "addition"], default="repeat")
+    parser.add_argument("--task", choices=["repeat", "addition", "chain"], default="repeat")
     args = parser.parse_args()
 
-    model = use_addition_task() if args.task == "addition" else load_or_train(args)
+    model = load_or_train(args) if args.task == "repeat" else use_pair_task(args.task)
     if args.train_only:
         return
     prompts, answers = make_examples(args.examples, seed=12345)
@@ -215,7 +211,7 @@ def main():
     print(
         f"\n{args.examples} held-out examples, batch {args.batch_size}, answer {ANSWER} tokens, block {BLOCK}, "
         f"float32, {threads} CPU thread(s), "
-        + ("column-addition checkpoint" if args.task == "addition" else f"model trained {args.train_steps} steps")
+        + (f"model trained {args.train_steps} steps" if args.task == "repeat" else f"{args.task} checkpoint")
         + f" (seed {args.seed})"
     )
     header = (

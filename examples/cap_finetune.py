@@ -33,38 +33,21 @@ from llada_hf.training import DataCollatorForDiffusionSFT, DiffusionLossPartsCal
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "modeling_tests"))
 
-from toy_tasks import (  # noqa: E402
-    ADD_ANSWER_LENGTH,
-    ADD_PROMPT_LENGTH,
-    addition_answer,
-    addition_feature,
-    addition_problems,
-    addition_prompt,
-    addition_tokenizer,
-)
+from toy_tasks import PAIR_TASKS, pair_tokenizer  # noqa: E402
 
 
 SMOKE = os.environ.get("LLADA_HF_SMOKE") == "1"
 
 
-@torch.no_grad()
-def threshold_decoding(model, tokenizer, problems, threshold: float = 0.95) -> str:
-    prompts = torch.tensor([tokenizer(addition_prompt(a, b))["input_ids"] for a, b in problems])
-    n = ADD_ANSWER_LENGTH
-    output = model.generate(
-        prompts, max_new_tokens=n, block_length=n, parallel_decoding="threshold", threshold=threshold,
-        return_dict_in_generate=True, output_history=True,
-    )  # fmt: skip
-    answers = tokenizer.batch_decode(output.sequences[:, ADD_PROMPT_LENGTH:], skip_special_tokens=True)
-    exact = 100.0 * sum(x == addition_answer(a, b) for x, (a, b) in zip(answers, problems)) / len(problems)
-    masked = [(state[:, ADD_PROMPT_LENGTH:] == tokenizer.mask_token_id).any(1) for state in output.history[:-1]]
-    forwards = len(problems) + (int(torch.stack(masked).sum()) if masked else 0)
-    return f"exact match {exact:.1f}%, {len(problems) * n / forwards:.2f} tokens per forward"
+def threshold_decoding(model, task, tokenizer, problems, threshold: float = 0.95) -> str:
+    scores = task.decode(model, tokenizer, problems, parallel_decoding="threshold", threshold=threshold)
+    return f"exact match {scores['exact']:.1f}%, {scores['tpf']:.2f} tokens per forward"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(REPO / "modeling_tests" / "fixtures" / "tiny-llada-addition"))
+    parser.add_argument("--task", choices=sorted(PAIR_TASKS), default="addition")
+    parser.add_argument("--model", default=None, help="default: the task's committed checkpoint")
     parser.add_argument("--weight", type=float, default=0.3, help="λ, the model config's confidence_loss_weight")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--output-dir", default=None)
@@ -74,12 +57,13 @@ def main():
     output_dir = args.output_dir or tempfile.mkdtemp()
     torch.set_num_threads(1)
 
-    tokenizer = addition_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
-    model.config.confidence_loss_weight = args.weight  # λ: the forward adds λ * confidence_loss to the loss
-    held_out = addition_problems(32 if SMOKE else 500, seed=7)
-    train = addition_problems(args.steps * 32, seed=8, exclude=frozenset(held_out))
-    print("before:", threshold_decoding(model.eval(), tokenizer, held_out))
+    task, tokenizer = PAIR_TASKS[args.task], pair_tokenizer()
+    model_path = args.model or REPO / "modeling_tests" / "fixtures" / f"tiny-llada-{args.task}"
+    # λ is a config field: the forward adds λ * confidence_loss to the loss.
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32, confidence_loss_weight=args.weight)
+    held_out = task.problems(32 if SMOKE else 500, seed=7)
+    train = task.problems(args.steps * 32, seed=8, exclude=frozenset(held_out))
+    print("before:", threshold_decoding(model.eval(), task, tokenizer, held_out))
 
     trainer = Trainer(
         model=model,
@@ -96,14 +80,14 @@ def main():
             use_cpu=not torch.cuda.is_available(),
             disable_tqdm=True,
         ),  # fmt: skip
-        train_dataset=[addition_feature(tokenizer, a, b) for a, b in train],
+        train_dataset=[task.feature(tokenizer, problem) for problem in train],
         data_collator=DataCollatorForDiffusionSFT(
             mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id
         ),
         callbacks=[DiffusionLossPartsCallback()],  # logs diffusion_loss and confidence_loss next to loss
     )
     trainer.train()
-    print("after: ", threshold_decoding(model.eval(), tokenizer, held_out))
+    print("after: ", threshold_decoding(model.eval(), task, tokenizer, held_out))
     trainer.save_model(output_dir)
     print(f"saved to {output_dir}")
 

@@ -128,6 +128,35 @@ def test_assignment_is_type_checked_and_saving_revalidates(config_class, tmp_pat
     assert not (tmp_path / "config.json").exists()
 
 
+@pytest.mark.parametrize("config_class", [LLaDAConfig, LLaDA2MoeConfig])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"attention_dropout": 2.0}, r"`attention_dropout` must be in \[0, 1\)"),
+        ({"confidence_loss_weight": -1}, "`confidence_loss_weight` must be a finite number >= 0"),
+        ({"confidence_loss_weight": float("nan")}, "`confidence_loss_weight` must be a finite number >= 0"),
+    ],
+)
+def test_from_pretrained_overrides_are_validated_like_constructor_arguments(config_class, override, match, tmp_path):
+    TINY[config_class]().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=match):
+        config_class.from_pretrained(tmp_path, **override)
+    with pytest.raises(ValueError, match=match):
+        TINY[config_class](**override)
+
+
+@pytest.mark.parametrize("config_class", [LLaDAConfig, LLaDA2MoeConfig])
+def test_confidence_loss_weight_is_a_declared_field(config_class, tmp_path):
+    """λ of CAP training: 0 by default, set at load like any field, saved and reloaded."""
+    config = TINY[config_class]()
+    assert config.confidence_loss_weight == 0.0
+    config.save_pretrained(tmp_path)
+    loaded = config_class.from_pretrained(tmp_path, confidence_loss_weight=0.3)
+    assert loaded.confidence_loss_weight == 0.3
+    loaded.save_pretrained(tmp_path / "cap")
+    assert config_class.from_pretrained(tmp_path / "cap").confidence_loss_weight == 0.3
+
+
 def test_released_llada_moe_is_still_refused_by_name():
     with pytest.raises(ValueError, match="LLaDA-MoE"):
         tiny_llada(architectures=["LLaDAMoEModelLM"])

@@ -1,7 +1,7 @@
 """Confidence-aware parallel (CAP) training: the confidence objective, how the forward adds it to the diffusion loss
 (`config.confidence_loss_weight`), every diffusion collator, bf16, gradient accumulation and the Trainer's logs; and
 (slow) CAP fine-tuning of the committed column-addition checkpoint (`fixtures/tiny-llada-addition`, made by
-`examples/make_addition_checkpoint.py`) sharpens held-out correct predictions more than plain SFT."""
+`examples/make_task_checkpoint.py --task addition`) sharpens held-out correct predictions more than plain SFT."""
 
 import math
 
@@ -20,7 +20,7 @@ from llada_hf.training import (
     masked_diffusion_loss,
 )
 
-from toy_tasks import addition_feature, addition_problems, addition_tokenizer
+from toy_tasks import PAIR_TASKS, pair_tokenizer
 
 
 VOCAB, MASK, EOS = 32, 31, 30
@@ -131,12 +131,21 @@ def test_weight_zero_is_exactly_the_diffusion_loss_and_positive_weight_adds_the_
     assert model(batch["input_ids"]).loss is None  # inference is unaffected
 
 
-@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf"), "0.5", True])
+@pytest.mark.parametrize("weight", [-1.0, float("nan"), float("inf")])
 def test_bad_confidence_loss_weight_is_refused_by_name(weight):
+    """Assignment only type-checks the field (the value rules run at construction and saving), so the forward checks
+    it again."""
     model = tiny_llada()
     model.config.confidence_loss_weight = weight
     with pytest.raises(ValueError, match="confidence_loss_weight"):
         model(**fixed_batch())
+
+
+@pytest.mark.parametrize("weight", ["0.5", True])
+def test_confidence_loss_weight_of_the_wrong_type_is_refused_on_assignment(weight):
+    model = tiny_llada()
+    with pytest.raises(TypeError, match="confidence_loss_weight"):
+        model.config.confidence_loss_weight = weight
 
 
 def collator_batches():
@@ -309,6 +318,7 @@ def test_callback_passed_to_the_trainer_fills_the_history_and_ignores_models_wit
 
 
 CHECKPOINT = "tiny-llada-addition"
+ADDITION = PAIR_TASKS["addition"]
 
 
 def held_out_entropy(model, tokenizer, features) -> tuple[float, float]:
@@ -332,7 +342,7 @@ def held_out_entropy(model, tokenizer, features) -> tuple[float, float]:
 def finetune(fixtures_dir, tmp_path, weight: float, features) -> LLaDAModelLM:
     model = LLaDAModelLM.from_pretrained(fixtures_dir / CHECKPOINT, dtype=torch.float32)
     model.config.confidence_loss_weight = weight
-    tokenizer = addition_tokenizer()
+    tokenizer = pair_tokenizer()
     args = TrainingArguments(
         output_dir=str(tmp_path / f"cap_{weight}"), per_device_train_batch_size=32, max_steps=120,
         learning_rate=5e-4, lr_scheduler_type="constant", weight_decay=0.0, report_to=[], save_strategy="no",
@@ -354,11 +364,11 @@ def finetune(fixtures_dir, tmp_path, weight: float, features) -> LLaDAModelLM:
 
 @pytest.mark.slow
 def test_cap_finetuning_lowers_the_entropy_of_correct_predictions_more_than_sft(fixtures_dir, tmp_path, one_thread):
-    tokenizer = addition_tokenizer()
-    held_out = addition_problems(512, seed=1)
-    train = addition_problems(120 * 32, seed=5, exclude=frozenset(held_out))
-    train_features = [addition_feature(tokenizer, a, b) for a, b in train]
-    held_out_features = [addition_feature(tokenizer, a, b) for a, b in held_out]
+    tokenizer = pair_tokenizer()
+    held_out = ADDITION.problems(512, seed=1)
+    train = ADDITION.problems(120 * 32, seed=5, exclude=frozenset(held_out))
+    train_features = [ADDITION.feature(tokenizer, problem) for problem in train]
+    held_out_features = [ADDITION.feature(tokenizer, problem) for problem in held_out]
 
     start = LLaDAModelLM.from_pretrained(fixtures_dir / CHECKPOINT, dtype=torch.float32).eval()
     start_entropy, start_accuracy = held_out_entropy(start, tokenizer, held_out_features)

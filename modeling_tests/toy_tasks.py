@@ -11,7 +11,12 @@ steps, beyond a CI budget.)
 """
 
 import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -58,31 +63,42 @@ def sorting_feature(tokenizer: PreTrainedTokenizerFast, digits: str) -> dict[str
     return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
 
 
-# Multi-digit addition with carries: a task on which parallel decoding is hard.
+# Tasks over digit-pair tokens, on which parallel decoding is hard: multi-digit addition with carries, and pointer
+# chasing. Both use `pair_tokenizer()`: the digits, the 100 pair tokens `<ab>`, "=", EOS (also padding) and the mask.
+# `PAIR_TASKS` describes each one the same way ([`PairTask`]), for the scripts that train and decode them.
 #
-# Two `ADD_DIGITS`-digit numbers are written column by column, most significant first, one token per column (the
-# digit pair (a_i, b_i): 100 column tokens), then "="; the answer is their zero-padded sum (`ADD_DIGITS + 1` digits,
-# most significant first) then EOS. Column tokens let a small model learn each column's digit sum in minutes (with
-# one character per digit, the pair lookup sits on a long plateau, see above), and what is left is the carry: an
-# answer digit depends on the columns to its right through the carry chain, which passes through every column whose
-# digits sum to 9. Those columns are made frequent (`ADD_PROPAGATE` of them instead of 1 in 10), so that a model is
-# sometimes unsure of a digit until the digits to its right are decoded.
+# Addition: two `ADD_DIGITS`-digit numbers are written column by column, most significant first, one token per column
+# (the digit pair (a_i, b_i)), then "="; the answer is their zero-padded sum (`ADD_DIGITS + 1` digits, most
+# significant first) then EOS. Column tokens let a small model learn each column's digit sum in minutes (with one
+# character per digit, the pair lookup sits on a long plateau, see above), and what is left is the carry: an answer
+# digit depends on the columns to its right through the carry chain, which passes through every column whose digits
+# sum to 9. Those columns are made frequent (`ADD_PROPAGATE` of them instead of 1 in 10), so that a model is sometimes
+# unsure of a digit until the digits to its right are decoded.
 #
-# Measured (examples/make_addition_checkpoint.py, 1-layer LLaDA, 1200 steps, 512 held-out problems): 100% exact
-# match at one token per step; threshold 0.9 leaves on average 0.62 of the 10 answer tokens masked after the first
-# step (98.4% exact, 4 forwards for the batch). That is harder than the sorting and repetition tasks (always one
-# step) but short of the >= 3 tokens aimed for: carry look-ahead is parallel work that attention learns (a 3-layer
-# model after 1500 steps, and a 1-layer one with ADD_PROPAGATE = 0.8, decoded every answer in one step).
+# Measured (examples/make_task_checkpoint.py --task addition, 1-layer LLaDA, 1200 steps, 512 held-out problems): 100%
+# exact match at one token per step; threshold 0.9 leaves on average 0.62 of the 10 answer tokens masked after the
+# first step (98.4% exact, 4 forwards for the batch). Carry look-ahead is parallel work that attention learns (a
+# 3-layer model after 1500 steps, and a 1-layer one with ADD_PROPAGATE = 0.8, decoded every answer in one step), so
+# addition is only mildly sequential.
+#
+# Chain (pointer chasing): the prompt lists a random cyclic permutation of the ten digits as ten pair tokens `<ab>`
+# ("a is followed by b") in random order, then a start digit and "="; the answer follows the permutation `CHAIN_HOPS` times
+# from the start (`f(s), f(f(s)), ...`) then EOS. Answer digit i is a lookup keyed by digit i - 1: a model that has
+# decoded digit i - 1 finds digit i with one attention hop into the prompt, but predicting it while i - 1 is still
+# masked needs a hop per missing digit, which a shallow model cannot do in one forward. Decoding is sequential.
 ADD_DIGITS = 8
 ADD_PROPAGATE = 0.35
-ADD_COLUMN_TOKENS = [f"<{a}{b}>" for a in range(10) for b in range(10)]
+PAIR_TOKENS = [f"<{a}{b}>" for a in range(10) for b in range(10)]
 ADD_PROMPT_LENGTH = ADD_DIGITS + 1  # the columns and "="
 ADD_ANSWER_LENGTH = ADD_DIGITS + 2  # the sum's digits and EOS
+CHAIN_HOPS = 8
+CHAIN_PROMPT_LENGTH = 10 + 2  # the ten pairs, the start digit and "="
+CHAIN_ANSWER_LENGTH = CHAIN_HOPS + 1  # the digits visited and EOS
 
 
-def addition_tokenizer() -> PreTrainedTokenizerFast:
-    """Digits, the 100 column tokens `<ab>`, "=", EOS (also padding) and the mask token."""
-    vocab = {token: index for index, token in enumerate([*"0123456789", *ADD_COLUMN_TOKENS, "="])}
+def pair_tokenizer() -> PreTrainedTokenizerFast:
+    """Digits, the 100 digit-pair tokens `<ab>`, "=", EOS (also padding) and the mask token."""
+    vocab = {token: index for index, token in enumerate([*"0123456789", *PAIR_TOKENS, "="])}
     vocab |= {EOS: len(vocab), MASK: len(vocab) + 1}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=EOS))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\d\d>|."), behavior="isolated")
@@ -110,17 +126,110 @@ def addition_problems(
     return list(problems)
 
 
-def addition_prompt(a: int, b: int) -> str:
+def addition_prompt(problem: tuple[int, int]) -> str:
     """`"<ab>..."` column by column, most significant first, then `"="`."""
+    a, b = problem
     return "".join(f"<{x}{y}>" for x, y in zip(f"{a:0{ADD_DIGITS}d}", f"{b:0{ADD_DIGITS}d}")) + "="
 
 
-def addition_answer(a: int, b: int) -> str:
+def addition_answer(problem: tuple[int, int]) -> str:
+    a, b = problem
     return f"{a + b:0{ADD_DIGITS + 1}d}"
 
 
-def addition_feature(tokenizer: PreTrainedTokenizerFast, a: int, b: int) -> dict[str, list[int]]:
-    """The SFT feature of one problem: prompt, then the sum's digits and EOS, with the prompt's labels at -100."""
-    prompt = tokenizer(addition_prompt(a, b))["input_ids"]
-    answer = tokenizer(addition_answer(a, b))["input_ids"] + [tokenizer.eos_token_id]
-    return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+ChainProblem = tuple[tuple[tuple[int, int], ...], int]  # (the permutation's pairs in prompt order, the start digit)
+
+
+def chain_problems(count: int, seed: int, exclude: frozenset[ChainProblem] = frozenset()) -> list[ChainProblem]:
+    """`count` distinct problems, none in `exclude`: a uniform random cyclic permutation of the digits (one cycle
+    through all ten, so that no chain repeats itself within `CHAIN_HOPS` hops), listed in a uniform random order, and a
+    uniform start digit."""
+    rng = random.Random(seed)
+    problems: dict[ChainProblem, None] = {}
+    while len(problems) < count:
+        cycle = rng.sample(range(10), 10)
+        pairs = [(cycle[k], cycle[(k + 1) % 10]) for k in range(10)]
+        rng.shuffle(pairs)
+        problem = (tuple(pairs), rng.randrange(10))
+        if problem not in exclude:
+            problems[problem] = None
+    return list(problems)
+
+
+def chain_prompt(problem: ChainProblem) -> str:
+    """`"<ab>"` for each pair in prompt order, then the start digit and `"="`."""
+    pairs, start = problem
+    return "".join(f"<{a}{b}>" for a, b in pairs) + f"{start}="
+
+
+def chain_answer(problem: ChainProblem) -> str:
+    pairs, digit = problem
+    successor = dict(pairs)
+    visited = []
+    for _ in range(CHAIN_HOPS):
+        digit = successor[digit]
+        visited.append(str(digit))
+    return "".join(visited)
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """One task over `pair_tokenizer()`: how to draw problems and write their prompts and answers, with the token
+    lengths of every prompt and answer (EOS included)."""
+
+    name: str
+    problems: Callable[..., list]  # (count, seed, exclude=frozenset()) -> distinct problems
+    prompt: Callable[[Any], str]
+    answer: Callable[[Any], str]  # without EOS
+    prompt_length: int
+    answer_length: int
+
+    def feature(self, tokenizer: PreTrainedTokenizerFast, problem) -> dict[str, list[int]]:
+        """The SFT feature of one problem: prompt, then the answer and EOS, with the prompt's labels at -100."""
+        prompt = tokenizer(self.prompt(problem))["input_ids"]
+        answer = tokenizer(self.answer(problem))["input_ids"] + [tokenizer.eos_token_id]
+        return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+
+    @torch.no_grad()
+    def decode(self, model, tokenizer, problems: list, batch_size: int = 250, **generate_kwargs) -> dict[str, float]:
+        """Generates every answer as one block (`generate_kwargs` on top of `max_new_tokens` = `block_length` = the
+        answer length) and scores it: `exact` match %, `nfe` (forwards of the batched calls), `tpf` (tokens per
+        forward: answer tokens / the forwards each row needed, read from the step history), `tok_s` (answer tokens
+        per second) and `masked_after_first_step` (answer tokens still masked after the first step, mean)."""
+        n = self.answer_length
+        correct = nfe = row_forwards = 0
+        seconds = still_masked = 0.0
+        for begin in range(0, len(problems), batch_size):
+            chunk = problems[begin : begin + batch_size]
+            prompts = torch.tensor([tokenizer(self.prompt(problem))["input_ids"] for problem in chunk])
+            start = time.perf_counter()
+            output = model.generate(
+                prompts, max_new_tokens=n, block_length=n, return_dict_in_generate=True, output_history=True,
+                **generate_kwargs,
+            )  # fmt: skip
+            seconds += time.perf_counter() - start
+            nfe += output.nfe
+            masked = [(state[:, self.prompt_length :] == tokenizer.mask_token_id) for state in output.history]
+            still_masked += float(masked[0].sum())
+            # A row needs a forward at every step that starts with one of its answer tokens still masked.
+            row_forwards += len(chunk) + sum(int(state.any(1).sum()) for state in masked[:-1])
+            answers = tokenizer.batch_decode(output.sequences[:, self.prompt_length :], skip_special_tokens=True)
+            correct += sum(answer == self.answer(problem) for answer, problem in zip(answers, chunk))
+        return {
+            "exact": 100.0 * correct / len(problems),
+            "nfe": nfe,
+            "tpf": len(problems) * n / row_forwards,
+            "tok_s": len(problems) * n / seconds,
+            "masked_after_first_step": still_masked / len(problems),
+        }
+
+
+PAIR_TASKS = {
+    task.name: task
+    for task in (
+        PairTask(
+            "addition", addition_problems, addition_prompt, addition_answer, ADD_PROMPT_LENGTH, ADD_ANSWER_LENGTH
+        ),
+        PairTask("chain", chain_problems, chain_prompt, chain_answer, CHAIN_PROMPT_LENGTH, CHAIN_ANSWER_LENGTH),
+    )
+}

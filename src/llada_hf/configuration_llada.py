@@ -165,6 +165,10 @@ class LLaDAConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     pad_token_id: int | None = None
     use_cache: bool = False
 
+    # Training: λ of confidence-aware parallel (CAP) training, read by the forward (`llada_hf.training.loss`); with 0
+    # the loss is the plain masked-diffusion loss.
+    confidence_loss_weight: float | int = 0.0
+
     def __post_init__(self, **kwargs):
         _refuse_llada_moe({**kwargs, "architectures": self.architectures})
         if self.mlp_hidden_size is None:

@@ -178,6 +178,10 @@ class LLaDA2MoeConfig(ReleasedRopeMixin, ReleasedConfigMixin, PreTrainedConfig):
     pad_token_id: int | None = None
     use_cache: bool = False
 
+    # Training: λ of confidence-aware parallel (CAP) training, read by the forward (`llada_hf.training.loss`); with 0
+    # the loss is the plain masked-diffusion loss.
+    confidence_loss_weight: float | int = 0.0
+
     def __post_init__(self, **kwargs):
         if self.head_dim is None:
             self.head_dim = self.hidden_size // self.num_attention_heads

@@ -1,6 +1,7 @@
 """Validation and RoPE helpers shared by the LLaDA 1.x and LLaDA2.0 configurations."""
 
 import functools
+import math
 from collections.abc import Callable, Iterable
 from numbers import Real
 from typing import Any
@@ -75,6 +76,15 @@ def check_dropout(config, names: Iterable[str]) -> None:
     _check(config, names, "in [0, 1)", lambda value: 0 <= value < 1)
 
 
+def checked_confidence_loss_weight(weight: Any) -> float:
+    """The λ of confidence-aware parallel training as a float (`None`: 0); refuses negative or non-finite values."""
+    if weight is None:
+        return 0.0
+    if not isinstance(weight, Real) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"`confidence_loss_weight` must be a finite number >= 0, got {weight!r}.")
+    return float(weight)
+
+
 def check_supported(config, supported_values: Iterable[tuple[str, Any]], released: str) -> None:
     """Refuses options that the released code supports but that are not implemented here."""
     for option, supported in supported_values:
@@ -105,7 +115,8 @@ class ReleasedConfigMixin:
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], **kwargs):
-        """Loads a saved config; a file of this model type that lacks an architecture key is refused."""
+        """Loads a saved config; a file of this model type that lacks an architecture key is refused, and keyword
+        overrides are validated as constructor arguments are."""
         if config_dict.get("model_type") == cls.model_type:
             missing = [key for key in cls.architecture_keys if key not in config_dict]
             if missing:
@@ -113,7 +124,15 @@ class ReleasedConfigMixin:
                     f"This {cls.model_type!r} config is missing the architecture key(s) {missing}: the defaults would "
                     "build another model than the checkpoint's, so they must be stated explicitly."
                 )
-        return super().from_dict(config_dict, **kwargs)
+        loaded = super().from_dict(config_dict, **kwargs)
+        # Keyword overrides (`from_pretrained(..., attention_dropout=0.1)`) are set after construction, past the
+        # class validators: run them again.
+        (loaded[0] if isinstance(loaded, tuple) else loaded).validate()
+        return loaded
+
+    def validate_training(self):
+        """`confidence_loss_weight`, the λ of confidence-aware parallel training, is a finite number >= 0."""
+        checked_confidence_loss_weight(self.confidence_loss_weight)
 
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         """As [`~PreTrainedConfig.save_pretrained`], plus an `auto_map` (unless it has one) and the

@@ -33,11 +33,10 @@ default `confidence_beta=2.0`: its cross-entropy is a plain token mean, ours is 
 mean t = 1/2) and normalised per answer.
 """
 
-import math
-from numbers import Real
-
 import torch
 from torch.nn import functional as F
+
+from ..configuration_utils import checked_confidence_loss_weight
 
 
 IGNORE_INDEX = -100
@@ -159,13 +158,9 @@ def confidence_loss(
 
 
 def confidence_loss_weight(config) -> float:
-    """`config.confidence_loss_weight` (the λ of CAP training), 0 when unset; refuses negative or non-finite values."""
-    weight = getattr(config, "confidence_loss_weight", None)
-    if weight is None:
-        return 0.0
-    if not isinstance(weight, Real) or isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"`config.confidence_loss_weight` must be a finite number >= 0, got {weight!r}.")
-    return float(weight)
+    """`config.confidence_loss_weight` (the λ of CAP training), 0 when unset; refuses negative or non-finite values
+    (checked again here: the configs validate it at construction, not on assignment)."""
+    return checked_confidence_loss_weight(getattr(config, "confidence_loss_weight", None))
 
 
 def _per_position(value: torch.Tensor | float, labels: torch.Tensor, name: str) -> torch.Tensor:
