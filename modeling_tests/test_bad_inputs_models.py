@@ -394,3 +394,34 @@ def test_valid_masks_and_positions_still_run(family, models):
     ):
         assert model(good, **kwargs).logits.shape == (2, 8, VOCAB)
     assert model(good.int()).logits.shape == (2, 8, VOCAB)
+
+
+# --- extreme temperatures --------------------------------------------------------------------------------------------
+
+
+def sample(model, temperature, rows=16):
+    torch.manual_seed(0)
+    prompt = ids(batch=rows, length=2)
+    return model.generate(prompt, gen_length=8, block_length=8, steps=8, temperature=temperature)[:, 2:]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("temperature", [1e30, 1e308])
+def test_huge_temperature_samples_the_whole_vocabulary(family, models, temperature):
+    """The released Gumbel-max arithmetic overflows here, and argmax then picked the first `inf`: the lowest ids."""
+    tokens = sample(models[family], temperature)
+    assert tokens.unique().numel() >= VOCAB // 2, tokens.unique().tolist()  # 128 near-uniform draws over 64 ids
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300])
+def test_tiny_temperature_samples_the_greedy_answer(models, temperature):
+    assert torch.equal(sample(models["llada"], temperature), sample(models["llada"], 0.0))
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-300])
+def test_tiny_temperature_draws_argmax_tokens_in_llada2(models, temperature):
+    """The tempered softmax overflowed into nan probabilities here (a torch error from `multinomial`). The order of
+    commits differs from greedy decoding, whose confidences are untempered, so only the tokens' validity is checked:
+    every mask is filled, every token is in the vocabulary."""
+    tokens = sample(models["llada2"], temperature)
+    assert tokens.shape == (16, 8) and not (tokens == MASK).any() and int(tokens.max()) < VOCAB

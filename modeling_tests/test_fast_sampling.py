@@ -13,6 +13,7 @@ import torch
 import llada_hf  # noqa: F401
 from llada_hf import LLaDA2MoeModelLM, LLaDAConfig, LLaDAModelLM
 from llada_hf.generation import LLaDAGenerationConfig, LLaDATransferPolicy
+from llada_hf.generation.caches import BlockKVCache
 from llada_hf.generation.policies import Proposal
 
 
@@ -245,6 +246,17 @@ def test_static_dual_step_is_captured_whole_by_dynamo(two_layers):
     compiled = generate(two_layers, ids, mask, cache_implementation="static", compile_config=compile_config, **options)
     assert torch.equal(compiled.sequences, eager.sequences)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+
+
+def test_block_cache_drops_finished_rows_even_when_cut_back_to_no_columns():
+    """A LLaDA2 row that finishes inside the first block leaves while the block cache holds no columns; the next
+    forward must join a batch of the remaining rows."""
+    cache = BlockKVCache()
+    cache.update(torch.zeros(4, 2, 3, 8), torch.zeros(4, 2, 3, 8), 0)
+    cache.truncate(0)
+    cache.batch_select_indices(torch.tensor([0, 2]))
+    keys, values = cache.update(torch.ones(2, 2, 5, 8), torch.ones(2, 2, 5, 8), 0)
+    assert keys.shape == values.shape == (2, 2, 5, 8)
 
 
 def test_prefix_cache_has_no_static_variant(two_layers):

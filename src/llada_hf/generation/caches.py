@@ -56,6 +56,14 @@ class BlockKVCache(DynamicCache):
         layer.values[..., self.overwrite_start : end, :] = value_states
         return layer.keys, layer.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keeps the batch rows `indices`, also in layers cut back to no columns (which `DynamicLayer` leaves as they
+        are, so that their next update would join a smaller batch to the old one)."""
+        for layer in self.layers:
+            if layer.is_initialized:
+                layer.keys = layer.keys[indices]
+                layer.values = layer.values[indices]
+
     def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
         if self.overwrite_start is None:
             return super().get_mask_sizes(query_length, layer_idx)

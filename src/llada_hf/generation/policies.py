@@ -269,7 +269,8 @@ class LLaDATransferPolicy(TransferPolicy):
 
     - Quota: the masks a block must resolve (its own; for the first block also the prompt's), split evenly over the
       block's steps (per row).
-    - Tokens: argmax of the logits; with `temperature > 0`, Gumbel-max in float64 (`exp(logits) / (-log u) ** T`).
+    - Tokens: argmax of the logits; with `temperature > 0`, Gumbel-max in float64 (`exp(logits) / (-log u) ** T`,
+      or `logits / T - log(-log u)` in the rows where that overflows).
     - Confidence: from the untempered float64 softmax (`"low_confidence"`: probability of the chosen token), or
       uniform noise (`"random"`).
     """
@@ -290,7 +291,14 @@ class LLaDATransferPolicy(TransferPolicy):
         if self.temperature > 0:
             logits64 = self._filtered_logits(logits.to(torch.float64))
             uniform = torch.rand(logits64.shape, dtype=torch.float64, device=logits.device, generator=generator)
-            x0 = torch.argmax(logits64.exp() / (-torch.log(uniform)) ** self.temperature, dim=-1)
+            noise = -torch.log(uniform)
+            scores = logits64.exp() / noise**self.temperature  # the released arithmetic
+            # Large logits or temperatures overflow it (inf / nan, and argmax then takes the first one): for those
+            # rows, the same Gumbel-max draw in log space, scaled by 1 / temperature.
+            overflow = ~torch.isfinite(scores).all(dim=-1, keepdim=True)
+            if bool(overflow.any()):
+                scores = torch.where(overflow, logits64 / self.temperature - torch.log(noise), scores)
+            x0 = torch.argmax(scores, dim=-1)
         else:
             x0 = torch.argmax(logits, dim=-1)
         probs = None
@@ -327,7 +335,14 @@ class LLaDA2TransferPolicy(TransferPolicy):
     def propose(self, logits, generator=None):
         if self.temperature > 0:
             if self.temperature != 1.0:
-                logits = logits / self.temperature
+                tempered = logits / self.temperature
+                # A tiny temperature overflows the division (+inf, then nan probabilities); shifted by the row maximum
+                # first (and in float64, where the temperature itself does not round to 0), the same distribution
+                # does not.
+                if bool((torch.isnan(tempered) | torch.isposinf(tempered)).any()):
+                    shifted = (logits - logits.amax(dim=-1, keepdim=True)).to(torch.float64)
+                    tempered = (shifted / self.temperature).to(logits.dtype)
+                logits = tempered
             logits = self._filtered_logits(logits)
         probs = torch.softmax(logits, dim=-1)
         if self.temperature > 0:
