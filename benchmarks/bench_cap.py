@@ -1,8 +1,8 @@
 """Confidence-aware parallel (CAP) training against plain SFT, from the same checkpoint, for the same steps.
 
 Start: the small LLaDA of a digit-pair task committed in `modeling_tests/fixtures/tiny-llada-<task>` (made by
-`examples/make_task_checkpoint.py`; tasks in `modeling_tests/toy_tasks.py`): `--task chain` (default; pointer
-chasing, 9-token answers, sequential by construction) or `--task addition` (8-digit + 8-digit with carries, 10-token
+`examples/make_task_checkpoint.py`; tasks in `modeling_tests/toy_tasks.py`): `--task parity` (default; running
+parity of 16 bits, 17-token answers, sequential by construction) or `--task addition` (8-digit + 8-digit with carries, 10-token
 answers); each answer is decoded as one block. Both arms fine-tune it with `DataCollatorForDiffusionSFT` on the same
 freshly drawn batches (same seeds), AdamW at a constant learning rate; the CAP arm sets
 `model.config.confidence_loss_weight` = λ, the SFT arm leaves it at 0.
@@ -18,7 +18,7 @@ tokens / forwards each row needed, from the step history), answer tokens/s, for 
 step), threshold 0.9, threshold 0.95 and dual cache + threshold 0.95, for both models. Headline: CAP's TPF gain over
 SFT at threshold 0.95 and the exact-match change.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_cap.py                   # the chain task
+    OMP_NUM_THREADS=1 python benchmarks/bench_cap.py                   # the parity task
     OMP_NUM_THREADS=1 python benchmarks/bench_cap.py --task addition
     python benchmarks/bench_cap.py --weights 0.5 --steps 20 --validation 64 --test 64   # a quick smoke run
 """
@@ -110,7 +110,7 @@ def main():
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument("--decode-batch-size", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--task", choices=sorted(PAIR_TASKS), default="chain")
+    parser.add_argument("--task", choices=sorted(PAIR_TASKS), default="parity")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the task's committed fixture")
     args = parser.parse_args()
     torch.set_num_threads(1)

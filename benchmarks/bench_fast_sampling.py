@@ -13,28 +13,32 @@ Task ("repeated arithmetic"): the prompt is BOS + 16 random values in [0, 32); t
 each repetition adding 1 (mod 32): answer column `c` holds `x[c - 16] + 1`. Exact match = the whole 256-token answer.
 Tokens/s counts answer tokens before the first EOS (all 256 here: the task has no EOS).
 
-`--task addition` / `--task chain` decode instead a harder digit-pair task (`modeling_tests/toy_tasks.py`, the tasks
-of `bench_cap.py`) with its committed checkpoint (`modeling_tests/fixtures/tiny-llada-<task>`, no training), each
-answer in one block: addition (10-token answers, 9 digits + EOS), where an answer digit hangs on a carry chain, and
-chain (9-token answers, 8 digits + EOS, pointer chasing), where every digit is a lookup keyed by the one before it, so
+`--task addition` / `--task parity` decode instead a harder task (`modeling_tests/toy_tasks.py`, the tasks of
+`bench_cap.py`) with its committed checkpoint (`modeling_tests/fixtures/tiny-llada-<task>`, no training), each answer
+in one block: addition (10-token answers, 9 digits + EOS), where an answer digit hangs on a carry chain, and parity
+(17-token answers, 16 prefix parities + EOS), where every bit is the XOR of the bit before it and a prompt bit, so
 threshold decoding needs several steps per block. Exact match compares the whole answer (EOS included).
 
     OMP_NUM_THREADS=2 python benchmarks/bench_fast_sampling.py            # trains once (cached in --model-dir)
     python benchmarks/bench_fast_sampling.py --examples 32 --train-steps 50   # a quick smoke run
-    python benchmarks/bench_fast_sampling.py --task chain --examples 1000 --batch-size 250
+    python benchmarks/bench_fast_sampling.py --task parity --examples 1000 --batch-size 250
 """
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from llada_hf import LLaDAConfig, LLaDAModelLM
 from llada_hf.training import DataCollatorForDiffusionSFT
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "modeling_tests"))
+
+from toy_tasks import PAIR_TASKS, pair_tokenizer, train_adamw  # noqa: E402
 
 
 VALUES, PATTERN, REPEATS = 32, 16, 16
@@ -76,30 +80,15 @@ def build_model(seed: int) -> LLaDAModelLM:
 def train(model: LLaDAModelLM, steps: int, batch_size: int, seed: int) -> list[float]:
     """Masked-diffusion SFT on freshly generated examples (the prompt is never masked). Returns the losses."""
     collator = DataCollatorForDiffusionSFT(mask_token_id=MASK, eos_token_id=EOS, seed=seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    model.train()
-    losses = []
-    progress = tqdm(range(steps), desc="training")
-    for step in progress:
+
+    def batch(step: int) -> dict:
         prompts, answers = make_examples(batch_size, seed=1_000_000 + step)
-        features = [
+        return collator([
             {"input_ids": torch.cat([p, a]), "labels": torch.cat([torch.full_like(p, -100), a])}
             for p, a in zip(prompts, answers)
-        ]
-        loss = model(**collator(features)).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        progress.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-    model.eval()
-    return losses
+        ])  # fmt: skip
+
+    return train_adamw(model, batch, steps, 3e-3, warmup=max(1, steps // 20), weight_decay=0.01)
 
 
 def load_or_train(args) -> LLaDAModelLM:
@@ -124,10 +113,6 @@ def use_pair_task(name: str) -> LLaDAModelLM:
     """Switches the module to the digit-pair task `name` (`modeling_tests/toy_tasks.py`); returns its committed
     checkpoint."""
     global ANSWER, BLOCK, EOS, make_examples
-    repo = Path(__file__).resolve().parents[1]
-    sys.path.insert(0, str(repo / "modeling_tests"))
-    from toy_tasks import PAIR_TASKS, pair_tokenizer
-
     task, tokenizer = PAIR_TASKS[name], pair_tokenizer()
     ANSWER = BLOCK = task.answer_length
     EOS = tokenizer.eos_token_id
@@ -142,7 +127,7 @@ def use_pair_task(name: str) -> LLaDAModelLM:
     for kwargs in MODES.values():
         if "steps" in kwargs:
             kwargs["steps"] = ANSWER
-    checkpoint = repo / "modeling_tests" / "fixtures" / f"tiny-llada-{name}"
+    checkpoint = REPO / "modeling_tests" / "fixtures" / f"tiny-llada-{name}"
     return LLaDAModelLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
 
 
@@ -177,7 +162,7 @@ def main():
         "--modes", nargs="*", default=list(MODES), help="modes to run, in this order (the plain one is always run)"
     )
     parser.add_argument("--train-only", action="store_true")
-    parser.add_argument("--task", choices=["repeat", "addition", "chain"], default="repeat")
+    parser.add_argument("--task", choices=["repeat", "addition", "parity"], default="repeat")
     args = parser.parse_args()
 
     model = load_or_train(args) if args.task == "repeat" else use_pair_task(args.task)

@@ -5,9 +5,9 @@
   made frequent. Measured on the committed checkpoint (512 held-out problems): 100% exact match at one token per step;
   with threshold 0.9, 98.4% exact and 0.62 answer tokens (of 10) still masked after the first step on average.
   1 layer, d_model 192, 4 heads, MLP 384 (about 0.41M parameters), 1200 steps.
-- `--task chain` -> `modeling_tests/fixtures/tiny-llada-chain`: pointer chasing over a cyclic permutation of the
-  digits listed in the prompt; answer = the next 8 digits of the cycle from a start digit, then EOS. Each answer digit
-  is a lookup keyed by the previous one, so decoding is sequential. Figures: `benchmarks/README.md` (CAP section).
+- `--task parity` -> `modeling_tests/fixtures/tiny-llada-parity`: 16 random bits; answer = the parity of every
+  prefix, then EOS. Each answer bit is the XOR of the one before it and a prompt bit, so decoding is sequential.
+  Figures: `benchmarks/README.md` (CAP section).
 
 Both are the tasks of `benchmarks/bench_cap.py` and `bench_fast_sampling.py --task`; addition is also that of the CAP
 slow test. The model (LLaDA 1.x) is trained from scratch with `DataCollatorForDiffusionSFT` (prompt never masked) and
@@ -16,17 +16,15 @@ on a held-out set, the exact match at one token per step and, under threshold de
 how many answer tokens are still masked after the first step.
 
     python examples/make_task_checkpoint.py --task addition         # ~2-4 min on 2 shared CPU cores
-    python examples/make_task_checkpoint.py --task chain --output-dir /tmp/m
+    python examples/make_task_checkpoint.py --task parity --output-dir /tmp/m
     LLADA_HF_SMOKE=1 python examples/make_task_checkpoint.py        # a few steps into a temporary folder
 """
 
 import argparse
-import math
 import os
 import random
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -38,7 +36,7 @@ from llada_hf.training import DataCollatorForDiffusionSFT
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "modeling_tests"))
 
-from toy_tasks import PAIR_TASKS, PairTask, pair_tokenizer  # noqa: E402
+from toy_tasks import PAIR_TASKS, PairTask, pair_tokenizer, train_adamw  # noqa: E402
 
 
 SMOKE = os.environ.get("LLADA_HF_SMOKE") == "1"
@@ -46,7 +44,7 @@ HELD_OUT_SEED, TRAIN_SEED = 1, 0
 # Per task: model size and training length (the committed fixtures were made with these).
 RECIPES = {
     "addition": {"n_layers": 1, "d_model": 192, "mlp_hidden_size": 384, "steps": 1200},
-    "chain": {"n_layers": 2, "d_model": 128, "mlp_hidden_size": 256, "steps": 1500},
+    "parity": {"n_layers": 2, "d_model": 128, "mlp_hidden_size": 256, "steps": 2000},
 }
 
 
@@ -62,36 +60,18 @@ def build_model(tokenizer, n_layers: int, d_model: int, mlp_hidden_size: int, se
 
 def train(
     model, task: PairTask, tokenizer, steps: int, batch_size: int, learning_rate: float, exclude: frozenset, seed: int
-):
-    """Plain AdamW loop on fresh problems each step (none of them in `exclude`), cosine schedule with warmup."""
+) -> list[float]:
+    """AdamW on fresh problems each step (none of them in `exclude`), cosine schedule with warmup."""
     collator = DataCollatorForDiffusionSFT(
         mask_token_id=tokenizer.mask_token_id, eos_token_id=tokenizer.eos_token_id, seed=seed
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0, betas=(0.9, 0.98))
-    warmup = min(50, max(1, steps // 10))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    model.train()
     rng = random.Random(seed)
-    losses = []
-    start = time.perf_counter()
-    for step in range(steps):
+
+    def batch(step: int) -> dict:
         problems = task.problems(batch_size, seed=rng.randrange(2**62), exclude=exclude)
-        loss = model(**collator([task.feature(tokenizer, problem) for problem in problems])).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if (step + 1) % 100 == 0 or step + 1 == steps:
-            recent = losses[-50:]
-            print(
-                f"step {step + 1}/{steps}  loss {sum(recent) / len(recent):.4f}  {time.perf_counter() - start:.0f} s"
-            )
-    model.eval()
-    return losses
+        return collator([task.feature(tokenizer, problem) for problem in problems])
+
+    return train_adamw(model, batch, steps, learning_rate, warmup=min(50, max(1, steps // 10)))
 
 
 def evaluate(model, task: PairTask, tokenizer, problems) -> dict[str, float]:
