@@ -32,6 +32,7 @@ from . import BUNDLED_MODEL_PATH
 from .generation import DiffusionGenerationConfig
 from .generation.configuration_diffusion import (
     BLOCK_SCHEDULES,
+    CACHE_IMPLEMENTATIONS,
     DIFFUSION_CACHES,
     PARALLEL_DECODING,
     REMASKING_STRATEGIES,
@@ -58,6 +59,7 @@ FIELD_CHOICES = {
     "remasking": REMASKING_STRATEGIES,
     "parallel_decoding": PARALLEL_DECODING,
     "diffusion_cache": DIFFUSION_CACHES,
+    "cache_implementation": CACHE_IMPLEMENTATIONS,
 }
 FIELD_ALIASES = {"show_progress": ("--progress",)}
 # Help for the fields whose docstring's first sentence does not suit a command line; the others use that sentence.
@@ -68,8 +70,8 @@ FIELD_HELP = {
     "(LLaDA2.0). Like --gen-length, it selects the official sampler's semantics.",
     "temperature": "0 is greedy; above 0 samples (and implies --do-sample).",
     "do_sample": "Sample rather than decode greedily.",
-    "cache_implementation": "'static' with --diffusion-cache block: preallocated keys/values and fixed-shape steps, "
-    "compiled on CUDA.",
+    "cache_implementation": "'static' with --diffusion-cache block or dual: preallocated keys/values and fixed-shape "
+    "steps, compiled on CUDA.",
     "disable_compile": "Run the steps of the static cache eagerly.",
 }
 DOCSTRING_TYPES = {"int": int, "float": float, "str": str}

@@ -10,6 +10,7 @@ BLOCK_SCHEDULES = ("prompt", "absolute")
 REMASKING_STRATEGIES = ("low_confidence", "margin", "entropy", "random")
 PARALLEL_DECODING = ("quota", "threshold", "factor", "entropy_bound")
 DIFFUSION_CACHES = ("none", "block", "prefix", "dual")
+CACHE_IMPLEMENTATIONS = ("static", "dynamic")
 STATIC_CACHES = ("block", "dual")  # the caches whose steps have fixed shapes with `cache_implementation="static"`
 
 
@@ -311,7 +312,7 @@ class DiffusionGenerationConfig(GenerationConfig):
         _check_choice("remasking", self.remasking, REMASKING_STRATEGIES)
         _check_choice("diffusion_cache", self.diffusion_cache, DIFFUSION_CACHES)
         _check_choice("parallel_decoding", self.parallel_decoding, PARALLEL_DECODING)
-        _check_choice("cache_implementation", self.cache_implementation, ("static", "dynamic"))
+        _check_choice("cache_implementation", self.cache_implementation, CACHE_IMPLEMENTATIONS)
         if self.cache_implementation == "static" and self.diffusion_cache not in STATIC_CACHES:
             raise ValueError(
                 "`cache_implementation='static'` is available for the block cache (`diffusion_cache='block'`, "
