@@ -298,6 +298,12 @@ def test_long_chat_trims_its_history(flags, columns, monkeypatch, capsys):
 
 
 # Real processes: the real stdin and signals.
+def _default_sigint():
+    """Run in the child before exec: a job started in the background by a non-interactive shell (`pytest ... &`)
+    inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt; a terminal's Ctrl-C finds the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv, env=None, close_stdin=False):
     command = [sys.executable, "-m", "llada_hf.cli", *argv]
     if close_stdin:
@@ -308,6 +314,7 @@ def _start(argv, env=None, close_stdin=False):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+        preexec_fn=_default_sigint,
     )
 
 
@@ -350,6 +357,7 @@ def test_ctrl_c_while_the_package_is_imported():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=_default_sigint,
     )
     time.sleep(1.0)  # the interpreter is up and importing torch
     process.send_signal(signal.SIGINT)
