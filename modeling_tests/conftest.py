@@ -3,6 +3,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
+import llada_hf  # noqa: F401  (registers the models with the Auto classes)
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -23,6 +26,18 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def llada():
+    """The tiny random LLaDA 1.x fixture in float64 (modules may define their own `llada`)."""
+    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada-tiny-random", dtype=torch.float64)
+
+
+@pytest.fixture(scope="module")
+def llada2():
+    """The tiny random LLaDA2.0 fixture in float64 (modules may define their own `llada2`)."""
+    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada2-moe-tiny-random", dtype=torch.float64)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor, pipeline
+from transformers import AutoTokenizer, GenerationConfig, LogitsProcessor, pipeline
 
 import llada_hf
 from streaming import RecordingStreamer
@@ -17,16 +17,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 MASK, EOS, VOCAB = 126, 125, 128  # tiny random LLaDA
 LLADA2_MASK, LLADA2_EOS = 127, 124  # tiny random LLaDA2 (no mask id in its config)
 NAN, INF = float("nan"), float("inf")
-
-
-@pytest.fixture(scope="module")
-def llada():
-    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada-tiny-random", dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
-def llada2():
-    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada2-moe-tiny-random", dtype=torch.float64)
 
 
 def prompt_of(length, seed=0, batch=1):

@@ -53,16 +53,6 @@ class EosAt(LogitsProcessor):
 
 
 @pytest.fixture(scope="module")
-def llada():
-    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada-tiny-random", dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
-def llada2():
-    return AutoModelForCausalLM.from_pretrained(FIXTURES / "llada2-moe-tiny-random", dtype=torch.float64)
-
-
-@pytest.fixture(scope="module")
 def bundled():
     tokenizer = AutoTokenizer.from_pretrained(llada_hf.BUNDLED_MODEL_PATH, padding_side="left")
     return AutoModelForCausalLM.from_pretrained(llada_hf.BUNDLED_MODEL_PATH), tokenizer

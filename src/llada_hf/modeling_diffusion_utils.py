@@ -173,7 +173,8 @@ def _can_read_values(tensor: torch.Tensor) -> bool:
     return tensor.numel() > 0 and tensor.device.type != "meta" and not is_tracing(tensor)
 
 
-def _check_range(name: str, tensor: torch.Tensor, limit_name: str, limit: int) -> None:
+def check_range(name: str, tensor: torch.Tensor, limit_name: str, limit: int) -> None:
+    """Raises a `ValueError` naming `name` unless every value of `tensor` is in `[0, limit)` (skipped while tracing)."""
     if _can_read_values(tensor):
         low, high = (int(value) for value in torch.aminmax(tensor))
         if low < 0 or high >= limit:
@@ -205,7 +206,7 @@ def check_model_inputs(
             raise TypeError(f"`input_ids` must hold int64 (or int32) token ids, got dtype {input_ids.dtype}.")
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must be 2-D [batch, seq_len], got shape {tuple(input_ids.shape)}.")
-        _check_range("input_ids", input_ids, "vocab_size", config.vocab_size)
+        check_range("input_ids", input_ids, "vocab_size", config.vocab_size)
         batch_size, length = input_ids.shape
         input_name = "input_ids"
     else:
@@ -233,7 +234,7 @@ def check_model_inputs(
                 f"`position_ids` must be [batch or 1, seq_len] = [{batch_size} or 1, {length}], got shape "
                 f"{tuple(position_ids.shape)}."
             )
-        _check_range("position_ids", position_ids, limit_name, limit)
+        check_range("position_ids", position_ids, limit_name, limit)
 
     if not isinstance(attention_mask, torch.Tensor):
         return
@@ -453,7 +454,7 @@ class DiffusionLMHeadMixin:
         """
         check_argument_types(labels=labels, p_mask=p_mask, loss_normalizer=loss_normalizer)
         if labels is not None:
-            _check_range("labels", labels[labels != IGNORE_INDEX], "vocab_size", self.config.vocab_size)
+            check_range("labels", labels[labels != IGNORE_INDEX], "vocab_size", self.config.vocab_size)
         outputs: DiffusionModelOutput = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -16,6 +16,7 @@ from transformers import GenerationConfig, GenerationMixin, LogitsProcessorList,
 from transformers.generation.streamers import BaseStreamer
 from transformers.utils import ModelOutput, logging
 
+from ..modeling_diffusion_utils import check_range
 from .caches import DIFFUSION_CACHES, DiffusionCacheStrategy
 from .canvas import DiffusionCanvas
 from .configuration_diffusion import (
@@ -373,11 +374,7 @@ class DiffusionGenerationMixin(GenerationMixin):
             return torch.empty((1, 0), dtype=torch.long, device=self.device)
         if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
             raise TypeError("`input_ids` must be an integer tensor of shape [batch_size, prompt_length].")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"`input_ids` holds ids outside the vocabulary [0, {self.config.vocab_size}): min "
-                f"{int(input_ids.min())}, max {int(input_ids.max())}."
-            )
+        check_range("input_ids", input_ids, "vocab_size", self.config.vocab_size)
         return input_ids
 
     @staticmethod
@@ -475,8 +472,10 @@ class DiffusionGenerationMixin(GenerationMixin):
         if config.eos_token_id is None:
             config.eos_token_id = getattr(self.config, "eos_token_id", None)
         config.validate()
-        token_ids = {name: as_id_list(getattr(config, name)) for name in ("mask_token_id", "eos_token_id")}
-        token_ids |= {name: as_id_list(getattr(config, name)) for name in ("pad_token_id", "eot_token_id")}
+        token_ids = {
+            name: as_id_list(getattr(config, name))
+            for name in ("mask_token_id", "eos_token_id", "pad_token_id", "eot_token_id")
+        }
         token_ids["suppress_tokens"] = list(config.suppress_tokens or [])
         token_ids["bad_words_ids"] = [i for ids in config.bad_words_ids or [] for i in ids]
         for name, ids in token_ids.items():
